@@ -1,0 +1,222 @@
+"""Train one agent on one DMC task: the function the search and evaluate.py call.
+
+``train(config, run_dir)`` runs the released code's loop (evaluate every ``eval_freq``
+environment steps, random actions for ``init_steps`` agent steps, one update per agent
+step after that) and returns the learning curve and its approximate AULC (SPEC section 4:
+the mean evaluation return over the checkpoints). A diverging run (a non-finite loss) ends
+with ``failed`` set, not an exception.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rl.agent import make_agent
+from rl.config import TrainConfig, resolve
+from rl.envs import make_env, parse_task
+from rl.logger import Logger
+from rl.replay import ReplayBuffer
+from rl.run_dir import atomic_write_json, describe
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    curve: tuple[tuple[int, float], ...]  # (env step, mean evaluation return)
+    approx_aulc: float
+    final_return: float
+    wall_s: float
+    train_s: float
+    failed: str | None = None
+    run_dir: str | None = None
+    seed: int | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare(config: TrainConfig, seed: int | None = None) -> TrainConfig:
+    """Resolve defaults, validate the task and draw a seed if asked (``--seed -1``)."""
+    config = resolve(config)
+    parse_task(config.task)
+    if seed is not None:
+        config = config.replace(seed=seed)
+    if config.seed < 0:
+        config = config.replace(seed=int(np.random.default_rng().integers(1, 1_000_000)))
+    return config
+
+
+def evaluate(env, agent, episodes: int, video=None) -> list[float]:
+    """Mean-action returns of ``episodes`` full episodes (the first one recorded if asked)."""
+    returns = []
+    agent.train(False)
+    for i in range(episodes):
+        obs, over, total = env.reset(), False, 0.0
+        if video is not None and i == 0:
+            video.append(env.render())
+        while not over:
+            obs, reward, over, _ = env.step(agent.act(obs, sample=False))
+            total += reward
+            if video is not None and i == 0:
+                video.append(env.render())
+        returns.append(total)
+    agent.train(True)
+    return returns
+
+
+def _save_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
+    import imageio.v2 as imageio
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
+
+
+class _Progress:
+    """One status line: steps, speed and the last evaluation return."""
+
+    def __init__(self, enabled: bool, total_env_steps: int, label: str):
+        self.enabled, self.total, self.label = enabled, total_env_steps, label
+        self.tty = sys.stderr.isatty()
+        self.start = self.last_print = time.time()
+        self.last_eval = "-"
+
+    def eval(self, env_step: int, mean: float) -> None:
+        self.last_eval = f"{mean:.1f} @ {env_step}"
+        self.show(env_step, force=True)
+
+    def show(self, env_step: int, force: bool = False) -> None:
+        now = time.time()
+        if not self.enabled or (not force and now - self.last_print < (1.0 if self.tty else 30.0)):
+            return
+        self.last_print = now
+        elapsed = now - self.start
+        speed = env_step / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - env_step) / speed if speed > 0 else float("nan")
+        line = (f"[{self.label}] {env_step}/{self.total} env steps | {speed:.0f} steps/s | "
+                f"last eval {self.last_eval} | {elapsed:.0f}s elapsed, ~{eta:.0f}s left")
+        print(("\r" + line.ljust(110)) if self.tty else line, end="" if self.tty else "\n",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, progress: bool = False,
+          threads: int | None = None, seed: int | None = None) -> TrainResult:
+    """Train ``config.agent`` on ``config.task``; see :class:`TrainResult`.
+
+    Raises ValueError (one line naming the flag) for a bad config, before writing anything.
+    """
+    wall_start = time.time()
+    config = prepare(config, seed)
+    if threads:
+        torch.set_num_threads(threads)
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+
+    stack = config.frame_stack if config.from_pixels else 1
+    env_kwargs = dict(from_pixels=config.from_pixels, image_size=config.render_size,
+                      action_repeat=config.action_repeat, frame_stack=stack)
+    env = make_env(config.task, seed=config.seed, **env_kwargs)
+    eval_env = make_env(config.task, seed=config.seed + 12345, **env_kwargs)
+    agent = make_agent(config, env.observation_shape, env.action_dim, device)
+    replay = ReplayBuffer(config.replay_buffer_capacity, env.frame_shape, env.frame_dtype,
+                          env.action_dim, frame_stack=stack, seed=config.seed)
+
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        describe(run_dir, config.to_dict(), {"device": str(device)})
+    logger = Logger(run_dir, save_tb=config.save_tb)
+    label = f"{config.agent} {config.task} s{config.seed}"
+    bar = _Progress(progress, config.agent_steps * config.action_repeat, label)
+
+    curve: list[tuple[int, float]] = []
+    failed: str | None = None
+    repeat, total, every = config.action_repeat, config.agent_steps, config.eval_every_agent_steps
+    train_start = time.time()
+
+    def checkpoint(step: int) -> None:
+        t0 = time.time()
+        frames: list[np.ndarray] | None = [] if (config.save_video and run_dir) else None
+        returns = evaluate(eval_env, agent, config.num_eval_episodes, frames)
+        env_step = step * repeat
+        curve.append((env_step, float(np.mean(returns))))
+        logger.eval(env_step, returns, time.time() - t0)
+        bar.eval(env_step, curve[-1][1])
+        if frames:
+            _save_video(run_dir / "video" / f"{env_step}.mp4", frames)
+        if config.save_model and run_dir:
+            (run_dir / "model").mkdir(exist_ok=True)
+            torch.save(agent.state_dict(), run_dir / "model" / f"agent_{env_step}.pt")
+
+    episode, over = 0, True
+    episode_return, episode_start, sums, counts = 0.0, time.time(), {}, {}
+    step = 0
+    for step in range(total):
+        if step % every == 0:
+            checkpoint(step)
+        if over:
+            if step > 0:
+                duration = time.time() - episode_start
+                row = {"env_step": step * repeat, "episode": episode,
+                       "episode_return": episode_return, "duration_s": round(duration, 3),
+                       "steps_per_s": round(env.max_episode_steps * repeat / max(duration, 1e-9), 1)}
+                row.update({k: sums[k] / counts[k] for k in sums})
+                logger.train(row)
+            obs = env.reset()
+            replay.start_episode(obs)
+            over, episode_return, episode_start, sums, counts = False, 0.0, time.time(), {}, {}
+            episode += 1
+
+        if step < config.init_steps:
+            action = env.sample_action()
+        else:
+            action = agent.act(obs, sample=True)
+            metrics = agent.update(replay, step)
+            bad = next((k for k, v in metrics.items() if not math.isfinite(v)), None)
+            if bad:
+                failed = f"diverged: non-finite {bad} at env step {step * repeat}"
+                break
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
+
+        obs, reward, over, terminal = env.step(action)
+        replay.add(action, reward, obs, terminal)
+        episode_return += reward
+        bar.show(step * repeat)
+    else:
+        checkpoint(total)
+
+    train_s = time.time() - train_start
+    bar.close()
+    logger.close()
+    returns = [r for _, r in curve]
+    result = TrainResult(
+        curve=tuple(curve),
+        approx_aulc=float(np.mean(returns)) if returns else float("nan"),
+        final_return=returns[-1] if returns else float("nan"),
+        wall_s=time.time() - wall_start, train_s=train_s, failed=failed,
+        run_dir=str(run_dir) if run_dir else None, seed=config.seed)
+    if run_dir is not None:
+        atomic_write_json(Path(run_dir) / "result.json", result.to_dict())
+    return result

@@ -1,0 +1,109 @@
+"""train.py end to end: every README command with a tiny budget, and bad input."""
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMANDS = [line.split(" ", 2)[2] for line in
+            (ROOT.parent / "shared" / "seed" / "commands.txt").read_text().splitlines()
+            if line.strip()] if (ROOT.parent / "shared" / "seed" / "commands.txt").exists() else []
+# The README's commands, kept here too so the suite runs where shared/ is absent.
+README_COMMANDS = [
+    "--domain_name cheetah_run --encoder_type pixel --agent auxi_sac --auxi_pred_horizon 4 --auxi_pred_input_s 1000 --auxi_pred_input_a 1111 --auxi_pred_input_r 1101 --auxi_pred_input_s_ 0 --auxi_pred_output_s 0111 --auxi_pred_output_a 0000 --auxi_pred_output_r 0000 --auxi_pred_output_s_ 1 --similarity_metric mse",
+    "--domain_name cheetah_run --encoder_type ofe --encoder_hidden_size 40 --num_layers 1 --agent auxi_sac --auxi_pred_horizon 4 --auxi_pred_input_s 1000 --auxi_pred_input_a 1111 --auxi_pred_input_r 1101 --auxi_pred_input_s_ 0 --auxi_pred_output_s 0111 --auxi_pred_output_a 0000 --auxi_pred_output_r 0000 --auxi_pred_output_s_ 1 --similarity_metric mse",
+    "--domain_name cheetah_run --encoder_type pixel --agent auxi_sac --auxi_pred_horizon 9 --auxi_pred_input_s 101000001 --auxi_pred_input_a 111111011 --auxi_pred_input_r 000110001 --auxi_pred_input_s_ 0 --auxi_pred_output_s 010100100 --auxi_pred_output_a 000010000 --auxi_pred_output_r 000000000 --auxi_pred_output_s_ 1 --similarity_metric mse",
+    "--domain_name cheetah_run --encoder_type ofe --encoder_hidden_size 40 --num_layers 1 --agent auxi_sac --auxi_pred_horizon 9 --auxi_pred_input_s 101000001 --auxi_pred_input_a 111111011 --auxi_pred_input_r 000110001 --auxi_pred_input_s_ 0 --auxi_pred_output_s 010100100 --auxi_pred_output_a 000010000 --auxi_pred_output_r 000000000 --auxi_pred_output_s_ 1 --similarity_metric mse",
+    "--domain_name cheetah_run --encoder_type pixel --agent pixel_sac",
+    "--domain_name cheetah_run --encoder_type mlp --encoder_hidden_size 40 --num_layers 1 --agent pixel_sac",
+    "--domain_name cheetah_run --encoder_type ofe --encoder_hidden_size 40 --num_layers 1 --agent pixel_sac",
+    "--domain_name cheetah_run --encoder_type pixel --agent curl_sac",
+    "--domain_name cheetah_run --encoder_type mlp --encoder_hidden_size 40 --num_layers 1 --agent curl_sac",
+    "--domain_name cheetah_run --encoder_type ofe --encoder_hidden_size 40 --num_layers 1 --agent curl_sac",
+]
+# A tiny budget appended to each command: 2 updates past the warm-up, 1 short evaluation.
+TINY = ("--num_train_steps 160 --init_steps 30 --eval_freq 80 --num_eval_episodes 1 "
+        "--batch_size 8 --hidden_dim 32 --replay_buffer_capacity 1000 --seed 3 --quiet")
+
+
+def run_train(args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *shlex.split(args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_readme_commands_are_the_ones_in_shared_seed():
+    if not COMMANDS:
+        pytest.skip("shared/seed/commands.txt is not beside this checkout")
+    assert COMMANDS == README_COMMANDS
+
+
+@pytest.mark.parametrize("command", README_COMMANDS, ids=[
+    "a2winner-pixel", "a2winner-ofe", "a2winnerv-pixel", "a2winnerv-ofe", "sac-pixel", "sac-mlp",
+    "sac-ofe", "curl-pixel", "curl-mlp", "curl-ofe"])
+def test_every_readme_command_trains(command, tmp_path):
+    # cheetah has 250 agent steps an episode: cap evaluation episodes by a short task budget
+    proc = run_train(f"{command} {TINY} --run {tmp_path / 'run'}", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "run"
+    config = json.loads((run / "config.json").read_text())
+    assert config["domain_name"] == "cheetah_run" and config["action_repeat"] == 4
+    meta = json.loads((run / "meta.json").read_text())
+    assert "torch" in meta["versions"]
+    evals = pd.read_csv(run / "eval.csv")
+    assert list(evals.env_step) == [0, 80, 160]
+    result = json.loads((run / "result.json").read_text())
+    assert result["failed"] is None
+    assert result["approx_aulc"] == pytest.approx(evals.episode_return.mean())
+    train = pd.read_csv(run / "train.csv") if (run / "train.csv").stat().st_size else None
+    assert train is None or "episode_return" in train.columns
+
+
+@pytest.mark.parametrize("args,flag", [
+    ("--auxi_pred_input_s 10x0", "--auxi_pred_input_s"),
+    ("--auxi_pred_input_a 111", "--auxi_pred_input_a"),
+    ("--similarity_metric l2", "--similarity_metric"),
+    ("--domain_name cheetah_fly", "--domain_name"),
+    ("--domain_name nosuchdomain_run", "--domain_name"),
+    ("--encoder_type resnet", "--encoder_type"),
+    ("--agent dqn", "--agent"),
+    ("--num_train_steps -5", "--num_train_steps"),
+    ("--batch_size 0", "--batch_size"),
+    ("--auxi_pred_input_s 0000 --auxi_pred_input_a 0000 --auxi_pred_input_r 0000", "--auxi_pred"),
+    ("--auxi_pred_output_s 0000 --auxi_pred_output_s_ 0", "--auxi_pred"),
+    ("--num_train_steps ten", "--num_train_steps"),
+])
+def test_bad_input_is_one_line_exit_2_and_no_run_folder(args, flag, tmp_path):
+    proc = run_train(f"{args} --run {tmp_path / 'run'}", tmp_path, timeout=120)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert flag in lines[0] and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_loss_the_search_would_reject_trains_with_a_warning(tmp_path):
+    # no state in the source: useless for the search, but an ablation may ask for it
+    args = ("--domain_name cartpole_swingup --encoder_type ofe --encoder_hidden_size 16 --num_layers 1 "
+            "--auxi_pred_horizon 1 --auxi_pred_input_s 0 --auxi_pred_input_a 1 --auxi_pred_input_r 0 "
+            "--auxi_pred_output_s 0 --auxi_pred_output_s_ 1 --auxi_pred_output_a 0 --auxi_pred_output_r 0 "
+            f"--num_train_steps 400 --init_steps 20 --eval_freq 400 {TINY.split('--seed')[0]} "
+            f"--eval_freq 400 --quiet --run {tmp_path / 'run'}")
+    proc = run_train(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "warning: the search would reject this loss (no state in the source)" in proc.stderr
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval.csv").write_text("precious\n")
+    proc = run_train(f"--domain_name cartpole_swingup --run {run}", tmp_path, timeout=120)
+    assert proc.returncode == 2 and "--run" in proc.stderr
+    assert (run / "eval.csv").read_text() == "precious\n"
