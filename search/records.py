@@ -42,6 +42,14 @@ class Candidate:
         """The canonical string (cached: it is rebuilt for every row and state save)."""
         return str(self.genome)
 
+    @functools.cached_property
+    def columns(self) -> dict[str, Any]:
+        """The row's fixed columns; cached because the driver asks for the whole table
+        after every result, and printing the flags dominates building a row."""
+        return {"id": self.id, "genome": self.text, **self.genome.to_flags(),
+                "generation": self.generation, "parents": ";".join(self.parents),
+                "operator": self.operator}
+
     def to_dict(self) -> dict[str, Any]:
         return {"genome": self.text, "generation": self.generation,
                 "parents": list(self.parents), "operator": self.operator}
@@ -150,8 +158,5 @@ def make_row(candidate: Candidate, status: str, reject_reason: str | None = None
              **fields: Any) -> dict[str, Any]:
     """One population.csv row (columns in ROW_COLUMNS order)."""
     row: dict[str, Any] = dict.fromkeys(ROW_COLUMNS)
-    row.update(id=candidate.id, genome=candidate.text, **candidate.genome.to_flags())
-    row.update(generation=candidate.generation, parents=";".join(candidate.parents),
-               operator=candidate.operator, status=status, reject_reason=reject_reason)
-    row.update(fields)
+    row.update(candidate.columns, status=status, reject_reason=reject_reason, **fields)
     return row
