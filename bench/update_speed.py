@@ -1,0 +1,243 @@
+"""Time one agent update (default: auxi_sac with the A2-winner loss) on synthetic replay data.
+
+    python bench/update_speed.py --encoder_type pixel --batch_size 128 --steps 20
+    python bench/update_speed.py --encoder_type ofe --encoder_hidden_size 40 --num_layers 1 \
+        --batch_size 512 --hidden_dim 1024 --steps 20 [--released]
+
+Cheetah-run shapes, no rendering: states of 17 floats, or 3x100x100 uint8 frames stacked
+3 deep and cropped to 84; 6 actions. Prints the FLOPs of one update (FlopCounterMode: matrix
+multiplies and convolutions), the achieved rate against this machine's 1024x1024 float32
+matmul rate, and ``ms_per_update=X`` as the last line. ``--released`` times instead a
+compact re-enactment of the released code's update (its passes, per-time-step encoder
+calls, two Q modules, for-loop Adam, the auxiliary step through two optimizers), so the
+two can be compared on the same machine; it trains nothing and is used nowhere else.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rl.agent import make_agent  # noqa: E402
+from rl.augment import window_states  # noqa: E402
+from rl.config import TrainConfig, resolve  # noqa: E402
+from rl.networks import feature_dim_of, weight_init  # noqa: E402
+from rl.replay import ReplayBuffer  # noqa: E402
+
+OBS_DIM, ACTION_DIM, FRAME, STACK, EPISODE = 17, 6, (3, 100, 100), 3, 250
+
+
+def synthetic_replay(pixels: bool, transitions: int, seed: int = 0) -> ReplayBuffer:
+    rng = np.random.default_rng(seed)
+    stack = STACK if pixels else 1
+    frame = FRAME if pixels else (OBS_DIM,)
+    replay = ReplayBuffer(transitions + 10, frame, np.uint8 if pixels else np.float32,
+                          ACTION_DIM, frame_stack=stack, seed=seed)
+
+    def obs():
+        if pixels:
+            return rng.integers(0, 256, (3 * stack, *FRAME[1:]), dtype=np.uint8)
+        return rng.standard_normal(OBS_DIM).astype(np.float32)
+
+    for i in range(transitions):
+        if i % EPISODE == 0:
+            replay.start_episode(obs())
+        replay.add(rng.uniform(-1, 1, ACTION_DIM), float(rng.standard_normal()), obs(), False)
+    return replay
+
+
+def matmul_rate() -> float:
+    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
+    for _ in range(3):
+        a @ b
+    reps, start = 20, time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * 1024 ** 3 * reps / (time.perf_counter() - start)
+
+
+# ----------------------------------------------------------- released re-enactment (timing)
+class _RefEncoder(nn.Module):
+    def __init__(self, c: TrainConfig, shape, feature: int):
+        super().__init__()
+        self.pixels = c.encoder_type == "pixel"
+        if self.pixels:
+            convs = [nn.Conv2d(shape[0], c.num_filters, 3, 2)] + [
+                nn.Conv2d(c.num_filters, c.num_filters, 3, 1) for _ in range(c.num_layers - 1)]
+            self.layers = nn.ModuleList(convs)
+            side = (shape[-1] - 3) // 2 + 1 - 2 * (c.num_layers - 1)
+            width = c.num_filters * side * side
+        else:
+            dense, hidden = c.encoder_type == "ofe", c.encoder_hidden_size
+            dims = ([shape[0] + i * hidden for i in range(c.num_layers)] if dense
+                    else [shape[0]] + [hidden] * (c.num_layers - 1))
+            self.layers = nn.ModuleList(nn.Linear(d, c.encoder_hidden_size) for d in dims)
+            width = shape[0] + c.num_layers * c.encoder_hidden_size if dense else c.encoder_hidden_size
+        self.dense = c.encoder_type == "ofe"
+        self.fc, self.ln = nn.Linear(width, feature), nn.LayerNorm(feature)
+
+    def forward(self, obs, detach=False):
+        h = obs / 255.0 if self.pixels else obs
+        for layer in self.layers:
+            h = torch.cat([h, torch.relu(layer(h))], 1) if self.dense else torch.relu(layer(h))
+        h = h.view(h.size(0), -1)
+        return self.ln(self.fc(h.detach() if detach else h))
+
+
+class _Released:
+    """The released AuxiSacAgent.update's computation, for timing only."""
+
+    def __init__(self, c: TrainConfig, shape, action_dim: int):
+        self.c, g = c, c.genome
+        feature = feature_dim_of(c.encoder_type, shape, c.num_layers, c.encoder_hidden_size,
+                                 c.encoder_feature_dim)
+
+        def q():
+            return nn.Sequential(nn.Linear(feature + action_dim, c.hidden_dim), nn.ReLU(),
+                                 nn.Linear(c.hidden_dim, c.hidden_dim), nn.ReLU(),
+                                 nn.Linear(c.hidden_dim, 1))
+
+        self.critic = nn.ModuleDict(dict(enc=_RefEncoder(c, shape, feature), q1=q(), q2=q()))
+        self.critic.apply(weight_init)
+        self.target = copy.deepcopy(self.critic)
+        self.actor = nn.ModuleDict(dict(enc=_RefEncoder(c, shape, feature), mlp=nn.Sequential(
+            nn.Linear(feature, c.hidden_dim), nn.ReLU(), nn.Linear(c.hidden_dim, c.hidden_dim),
+            nn.ReLU(), nn.Linear(c.hidden_dim, 2 * action_dim))))
+        self.actor.apply(weight_init)
+        if c.encoder_type == "pixel":
+            self.actor.enc.layers = self.critic.enc.layers  # tie convs
+        self.log_alpha = torch.tensor(np.log(0.1), requires_grad=True)
+        self.src, self.tgt = g.offsets("source", "s"), g.offsets("target", "s")
+        d_in = len(self.src) * feature + len(g.offsets("source", "a")) * action_dim + len(
+            g.offsets("source", "r"))
+        d_out = len(self.tgt) * feature + len(g.offsets("target", "a")) * action_dim + len(
+            g.offsets("target", "r"))
+        self.auxi = nn.ModuleDict(dict(enc=self.critic.enc, enc_t=self.target.enc, pred=nn.Sequential(
+            nn.Linear(d_in, 2 * d_in), nn.BatchNorm1d(2 * d_in), nn.ReLU(), nn.Linear(2 * d_in, d_out))))
+        adam = torch.optim.Adam  # the for-loop implementation, as torch picks on CPU
+        self.opt = dict(critic=adam(self.critic.parameters(), lr=1e-3, betas=(0.9, 0.999)),
+                        actor=adam(self.actor.parameters(), lr=1e-3, betas=(0.9, 0.999)),
+                        alpha=adam([self.log_alpha], lr=1e-4, betas=(0.5, 0.999)),
+                        encoder=adam(self.critic.enc.parameters(), lr=1e-3),
+                        auxi=adam(self.auxi.parameters(), lr=1e-3))
+
+    def _states(self, frames, j):
+        crop = self.c.image_size if self.c.encoder_type == "pixel" else None
+        return window_states(frames, (j,), STACK if crop else 1, crop, torch.device("cpu")).float(
+        ).contiguous()
+
+    def _pi(self, obs, detach=False):
+        mu, log_std = self.actor.mlp(self.actor.enc(obs, detach)).chunk(2, -1)
+        log_std = -10 + 6 * (torch.tanh(log_std) + 1)
+        noise = torch.randn_like(mu)
+        pi = torch.tanh(mu + noise * log_std.exp())
+        log_pi = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True) - torch.log(
+            F.relu(1 - pi.pow(2)) + 1e-6).sum(-1, keepdim=True)
+        return pi, log_pi
+
+    def _q(self, net, obs, action, detach=False):
+        x = torch.cat([net.enc(obs, detach), action], 1)
+        return net.q1(x), net.q2(x)
+
+    def update(self, replay, step):
+        c, g = self.c, self.c.genome
+        rl, win = replay.sample(c.batch_size, 1), replay.sample(c.batch_size, g.horizon)
+        obs, next_obs = self._states(rl.frames, 0), self._states(rl.frames, 1)
+        action, reward = torch.from_numpy(rl.action[:, 0]), torch.from_numpy(rl.reward[:, :1])
+        with torch.no_grad():
+            pi, log_pi = self._pi(next_obs)
+            tq = torch.min(*self._q(self.target, next_obs, pi)) - self.log_alpha.exp() * log_pi
+            tq = reward + 0.99 * tq
+        q1, q2 = self._q(self.critic, obs, action)
+        loss = F.mse_loss(q1, tq) + F.mse_loss(q2, tq)
+        self.opt["critic"].zero_grad(), loss.backward(), self.opt["critic"].step()
+        if step % 2 == 0:
+            pi, log_pi = self._pi(obs, detach=True)
+            loss = (self.log_alpha.exp().detach() * log_pi - torch.min(
+                *self._q(self.critic, obs, pi, detach=True))).mean()
+            self.opt["actor"].zero_grad(), loss.backward(), self.opt["actor"].step()
+            loss = (self.log_alpha.exp() * (-log_pi - ACTION_DIM).detach()).mean()
+            self.opt["alpha"].zero_grad(), loss.backward(), self.opt["alpha"].step()
+            for net, tgt, tau in ((self.critic.q1, self.target.q1, 0.01),
+                                  (self.critic.q2, self.target.q2, 0.01),
+                                  (self.critic.enc, self.target.enc, 0.05)):
+                for p, tp in zip(net.parameters(), tgt.parameters()):
+                    tp.data.copy_(tau * p.data + (1 - tau) * tp.data)
+        # Auxiliary step: every time step cropped and encoded on its own.
+        states = {j: self._states(win.frames, j) for j in sorted(set(self.src) | set(self.tgt))}
+        a, r = torch.from_numpy(win.action), torch.from_numpy(win.reward)
+        x = [self.critic.enc(states[j]) for j in self.src]
+        x += [a[:, j] for j in g.offsets("source", "a")] + [r[:, j:j + 1] for j in g.offsets("source", "r")]
+        with torch.no_grad():
+            y = [self.target.enc(states[j]) for j in self.tgt]
+        y += [a[:, j] for j in g.offsets("target", "a")] + [r[:, j:j + 1] for j in g.offsets("target", "r")]
+        loss = F.mse_loss(self.auxi.pred(torch.cat(x, 1)), torch.cat(y, 1))
+        self.opt["encoder"].zero_grad(), self.opt["auxi"].zero_grad(), loss.backward()
+        self.opt["encoder"].step(), self.opt["auxi"].step()
+        return {}
+
+
+# ------------------------------------------------------------------------------ main
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--encoder_type", choices=("pixel", "ofe", "mlp"), default="pixel")
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--hidden_dim", type=int, default=1024)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--agent", choices=("auxi_sac", "curl_sac", "pixel_sac"), default="auxi_sac")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--encoder_hidden_size", type=int, default=256)
+    p.add_argument("--num_layers", type=int, default=None, help="default: 4 pixel, 1 otherwise")
+    p.add_argument("--shared_window", action="store_true")
+    p.add_argument("--released", action="store_true", help="time the released update instead")
+    a = p.parse_args(argv)
+    if min(a.batch_size, a.hidden_dim, a.steps, a.threads, a.encoder_hidden_size) < 1:
+        p.error("--batch_size, --hidden_dim, --steps, --threads, --encoder_hidden_size must be >= 1")
+    if a.released and a.agent != "auxi_sac":
+        p.error("--released re-enacts auxi_sac only")
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    pixels = a.encoder_type == "pixel"
+    config = resolve(TrainConfig(
+        domain_name="cheetah_run", agent=a.agent, encoder_type=a.encoder_type,
+        batch_size=a.batch_size, hidden_dim=a.hidden_dim, encoder_hidden_size=a.encoder_hidden_size,
+        num_layers=a.num_layers or (4 if pixels else 1), shared_window=a.shared_window,
+        pre_transform_image_size=84 if a.agent == "pixel_sac" else 100))
+    replay = synthetic_replay(pixels, max(2 * EPISODE, 4 * a.batch_size))
+    if a.released:
+        crop_shape = (3 * STACK, config.image_size, config.image_size) if pixels else (OBS_DIM,)
+        agent = _Released(config, crop_shape, ACTION_DIM)
+    else:
+        shape = (3 * STACK, config.render_size, config.render_size) if pixels else (OBS_DIM,)
+        agent = make_agent(config, shape, ACTION_DIM, torch.device("cpu"))
+    for step in range(2):  # warm-up (allocator, oneDNN primitive caches)
+        agent.update(replay, step)
+    with FlopCounterMode(display=False) as counter:
+        agent.update(replay, 2)  # an actor step and a step without
+        agent.update(replay, 3)
+    flops = counter.get_total_flops() / 2
+    start = time.perf_counter()
+    for step in range(a.steps):
+        agent.update(replay, 4 + step)
+    seconds = (time.perf_counter() - start) / a.steps
+    peak = matmul_rate()
+    what = "released re-enactment" if a.released else config.agent
+    print(f"{what} {a.encoder_type} batch={a.batch_size} hidden={a.hidden_dim} "
+          f"threads={a.threads} shared_window={a.shared_window}: "
+          f"{flops / 1e9:.3f} GFLOP/update (mean of an actor and a non-actor step), {flops / seconds / 1e9:.1f} GFLOP/s "
+          f"achieved vs {peak / 1e9:.1f} GFLOP/s matmul ({100 * flops / seconds / peak:.0f}%)")
+    print(f"ms_per_update={1000 * seconds:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+"""SAC with a genome-driven auxiliary loss (``auxi_sac``), CURL (``curl_sac``) or nothing
+(``pixel_sac``): the released A2LS update, without its redundant encoder passes.
+
+Optimizers, one per parameter set and loss (SPEC defect 3: the released auxiliary step
+stepped the encoder with two optimizers):
+
+* critic loss -> ``critic`` (critic encoder + twin Q; ``critic_lr``, ``critic_beta``)
+* actor loss -> ``actor`` (actor head + MLP, the actor's own trunk on states, and the tied
+  conv trunk only with ``update_encoder_with_actorloss``; ``actor_lr``, ``actor_beta``)
+* temperature -> ``alpha`` (``alpha_lr``, ``alpha_beta``)
+* auxiliary / CURL loss -> ``encoder`` (critic encoder; ``encoder_lr``) and ``aux`` (the
+  loss module's own parameters: predictor, embeddings, W; ``encoder_lr``), disjoint.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+
+import numpy as np
+import torch
+
+from rl.augment import WindowStates, center_crop
+from rl.aux_loss import AuxLoss
+from rl.config import TrainConfig
+from rl.curl import CurlLoss
+from rl.networks import Actor, Critic, Encoder, feature_dim_of, make_trunk, weight_init
+
+
+def _adam(params, lr: float, beta: float = 0.9) -> torch.optim.Adam:
+    # fused: one kernel for all tensors; the for-loop default costs more than the math at
+    # small sizes (vector tasks, batch 128).
+    return torch.optim.Adam(list(params), lr=lr, betas=(beta, 0.999), fused=True)
+
+
+def _ordered(first: tuple[int, ...], second: tuple[int, ...], extra: tuple[int, ...] = ()):
+    """Offsets so that ``first`` and ``second`` each form one run (a view, not a copy)."""
+    order = ([j for j in first if j not in second] + [j for j in first if j in second]
+             + [j for j in second if j not in first])
+    return tuple(order) + tuple(j for j in extra if j not in order)
+
+
+class Agent:
+    """See the module docstring; built by :func:`make_agent`."""
+
+    def __init__(self, config: TrainConfig, obs_shape: tuple[int, ...], action_dim: int,
+                 device: torch.device):
+        c = self.config = config
+        self.device, self.action_dim = torch.device(device), action_dim
+        self.pixels = c.encoder_type == "pixel"
+        if c.use_action_embedding_for_Q:
+            raise ValueError("--use_action_embedding_for_Q: not supported")
+        if self.pixels and c.agent == "pixel_sac" and obs_shape[-1] != c.image_size:
+            raise ValueError(f"--image_size: pixel_sac renders at --image_size {c.image_size}, "
+                             f"got observations of size {obs_shape[-1]}")
+        # pixel_sac renders at image_size: no crop. The others crop render size -> image_size.
+        self.crop = c.image_size if self.pixels and c.agent != "pixel_sac" else None
+        enc_shape = (obs_shape[0], c.image_size, c.image_size) if self.pixels else tuple(obs_shape)
+        feature = feature_dim_of(c.encoder_type, enc_shape, c.num_layers, c.encoder_hidden_size,
+                                 c.encoder_feature_dim)
+
+        def trunk():
+            return make_trunk(c.encoder_type, enc_shape, c.num_layers, c.num_filters,
+                              c.encoder_hidden_size)
+
+        self.critic = Critic(Encoder(trunk(), feature), action_dim, c.hidden_dim).to(self.device)
+        self.critic.encoder.apply(weight_init)
+        # Only conv layers are tied (released code): on states the actor has its own trunk.
+        self.tied = self.pixels
+        actor_trunk = self.critic.encoder.trunk if self.tied else trunk()
+        self.actor = Actor(actor_trunk, feature, c.hidden_dim, action_dim, c.actor_log_std_min,
+                           c.actor_log_std_max).to(self.device)
+        for part in (self.actor.head, self.actor.mlp) + (() if self.tied else (actor_trunk,)):
+            part.apply(weight_init)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.nn.Parameter(
+            torch.tensor(math.log(c.init_temperature), device=self.device))
+        self.target_entropy = -float(action_dim)
+
+        self.aux = self.curl = None
+        if c.agent == "auxi_sac":
+            self.aux = AuxLoss(c.genome, feature, action_dim, action_embedding=c.action_embedding,
+                               reward_embedding=c.reward_embedding,
+                               coef=c.auxi_coef).to(self.device)
+        elif c.agent == "curl_sac":
+            self.curl = CurlLoss(feature).to(self.device)
+
+        actor_params = list(self.actor.head.parameters()) + list(self.actor.mlp.parameters())
+        if not self.tied or c.update_encoder_with_actorloss:
+            actor_params += list(actor_trunk.parameters())
+        # Parameters the actor loss differentiates (never the critic's, SPEC section 6).
+        self._actor_grad = actor_params if c.update_encoder_with_actorloss else (
+            list(self.actor.head.parameters()) + list(self.actor.mlp.parameters()))
+        self.optimizers = {
+            "critic": _adam(self.critic.parameters(), c.critic_lr, c.critic_beta),
+            "actor": _adam(actor_params, c.actor_lr, c.actor_beta),
+            "alpha": _adam([self.log_alpha], c.alpha_lr, c.alpha_beta),
+        }
+        rep = self.aux if self.aux is not None else self.curl
+        if rep is not None:
+            self.optimizers["encoder"] = _adam(self.critic.encoder.parameters(), c.encoder_lr)
+            self.optimizers["aux"] = _adam(rep.parameters(), c.encoder_lr)
+        self._ema_pairs = [
+            (list(self.critic_target.q.parameters()), list(self.critic.q.parameters()), c.critic_tau),
+            (list(self.critic_target.encoder.parameters()), list(self.critic.encoder.parameters()),
+             c.encoder_tau)]
+        self.train(True)
+
+    # ------------------------------------------------------------------ acting
+    def train(self, training: bool = True) -> None:
+        self.training = training
+        for module in (self.actor, self.critic, self.aux, self.curl):
+            if module is not None:
+                module.train(training)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, sample: bool) -> np.ndarray:
+        """Action for one observation as the env returns it (pixels: center-cropped here)."""
+        if self.pixels:
+            if self.crop is not None and obs.shape[-1] != self.crop:
+                obs = center_crop(obs, self.crop)
+            x = torch.as_tensor(np.ascontiguousarray(obs), device=self.device)[None]
+            x = x.contiguous(memory_format=torch.channels_last)
+        else:
+            x = torch.as_tensor(obs, device=self.device, dtype=torch.float32)[None]
+        mu, pi, _, _ = self.actor(self.actor.trunk(x), sample=sample)
+        return (pi if sample else mu)[0].cpu().numpy()
+
+    # ------------------------------------------------------------------ update
+    def update(self, replay, step: int) -> dict[str, float]:
+        """One gradient step on windows sampled from ``replay``; returns named metrics.
+
+        Order as in the released code: critic every step; actor and temperature every
+        ``actor_update_freq``; target EMA every ``critic_target_update_freq``; the auxiliary
+        (or CURL) loss every step. Encoder passes per update, each one batched call over all
+        the time steps it covers (pixels: one crop per window time step, shared by every
+        pass that reads that step):
+
+        1. online trunk, s_{t+1} of the RL batch, no grad (the actor's next action);
+        2. target encoder, s_{t+1} of the RL batch, no grad (critic target); with
+           ``shared_window`` and ``auxi_ema`` also every auxiliary target state, in the
+           same call (those targets then see the EMA weights of before this step's update);
+        3. online encoder, s_t of the RL batch, with grad (critic loss);
+        4. actor steps only: online trunk on s_t, no grad, skipped when pass 5 holds the
+           same crop of s_t at the same weights (CURL always; ``shared_window`` with s_t in
+           the source), unless ``update_encoder_with_actorloss``. On states the actor has
+           its own trunk: its pass always runs, and the critic's trunk pass on s_t is taken
+           from pass 5 when it holds s_t;
+        5. online trunk + head, auxiliary source states (CURL: the anchor, the RL batch's
+           crop of s_t), with grad;
+        6. target encoder, auxiliary target states not in pass 2 (CURL: the positive, an
+           independent crop of s_t), no grad; with ``auxi_ema=False`` the online encoder
+           without grad, reusing pass 5 for states also in the source.
+
+        ``shared_window=False`` (default, as released): the RL batch (horizon 1) and the
+        auxiliary windows (horizon k) are sampled separately. ``shared_window=True``: one
+        window of horizon k feeds both (the RL loss reads its first transition), as CURL
+        shares its batch; this drops s_{t+1} from pass 6 and may drop pass 4, and means the
+        last k-1 transitions of each episode never enter the RL batch.
+        """
+        c = self.config
+        batch = self._sample(replay)
+        out: dict[str, torch.Tensor] = {"batch_reward": batch.reward.mean()}
+        target_features = self._update_critic(batch, out)
+        source = None
+        if self._representation and not c.update_encoder_with_actorloss:
+            source = self._source_pass(batch)  # the actor step cannot change these weights
+        if step % c.actor_update_freq == 0:
+            self._update_actor(batch, source, out)
+        if step % c.critic_target_update_freq == 0:
+            self._update_targets()
+        if self._representation:
+            if source is None:
+                source = self._source_pass(batch)
+            self._update_representation(batch, source, target_features, out)
+        values = torch.stack([v.detach().float() for v in out.values()]).tolist()
+        return dict(zip(out.keys(), values))
+
+    @property
+    def _representation(self) -> bool:
+        return self.aux is not None or self.curl is not None
+
+    def _sample(self, replay) -> "_Batch":
+        c, aux, dev = self.config, self.aux, self.device
+        shared = aux is not None and c.shared_window
+        window = replay.sample(c.batch_size, aux.horizon if shared else 1)
+        merged = tuple(aux.target_states) if shared and c.auxi_ema else ()
+        target_pass = tuple(sorted({1, *merged}))
+        if shared:
+            src = aux.source_states
+            order = _ordered(src, target_pass, (0,)) if src else _ordered((0,), target_pass)
+        else:
+            order = (0, 1)
+        rl = WindowStates(window.frames, order, window.frame_stack, self.crop, dev)
+        action = torch.from_numpy(window.action).to(dev)
+        reward = torch.from_numpy(window.reward).to(dev)
+        batch = _Batch(rl=rl, action=action[:, 0], reward=reward[:, 0],
+                       not_done=torch.from_numpy(window.not_done[:, 0]).to(dev),
+                       target_pass=target_pass, merged_targets=merged)
+        if aux is not None:
+            if shared:
+                batch.aux, batch.aux_action, batch.aux_reward = rl, action, reward
+            else:
+                w = replay.sample(c.batch_size, aux.horizon)
+                batch.aux = WindowStates(w.frames, _ordered(aux.source_states, aux.target_states),
+                                         w.frame_stack, self.crop, dev)
+                batch.aux_action = torch.from_numpy(w.action).to(dev)
+                batch.aux_reward = torch.from_numpy(w.reward).to(dev)
+        if self.curl is not None:
+            # Pixels: an independent crop of the same frames; states: the same vector.
+            batch.positive = (WindowStates(window.frames, (0,), window.frame_stack, self.crop,
+                                           dev).get((0,)) if self.pixels else rl.get((0,)))
+        return batch
+
+    def _update_critic(self, batch: "_Batch", out: dict) -> torch.Tensor:
+        """Passes 1-3; returns the target encoder's features of ``batch.target_pass``."""
+        c = self.config
+        with torch.no_grad():
+            _, next_pi, next_log_pi, _ = self.actor(self.actor.trunk(batch.rl.get((1,))))
+            features = self.critic_target.encoder(batch.rl.get(batch.target_pass)).view(
+                len(batch.target_pass), c.batch_size, -1)
+            next_q = self.critic_target.q_values(features[batch.target_pass.index(1)], next_pi)
+            next_v = next_q.min(0).values - self.log_alpha.exp() * next_log_pi[:, 0]
+            target_q = batch.reward + batch.not_done * c.discount * next_v
+        q = self.critic(batch.rl.get((0,)), batch.action, detach_trunk=c.detach_encoder)
+        critic_loss = (q - target_q).pow(2).mean(1).sum()  # MSE of Q1 plus MSE of Q2
+        self._step(critic_loss, "critic")
+        out.update(critic_loss=critic_loss, q_mean=q.mean())
+        return features
+
+    def _source_pass(self, batch: "_Batch") -> dict:
+        """Pass 5 (trunk part): online trunk features with grad of the source states.
+
+        ``s0`` is the row block holding the RL batch's crop of s_t, if any (pass 4 reuses it).
+        """
+        if self.curl is not None:
+            return {"h": self.critic.encoder.trunk(batch.rl.get((0,))), "s0": 0}
+        src = self.aux.source_states
+        h = self.critic.encoder.trunk(batch.aux.get(src)) if src else None
+        s0 = src.index(0) if (batch.aux is batch.rl and 0 in src) else None
+        return {"h": h, "s0": s0}
+
+    def _update_actor(self, batch: "_Batch", source: dict | None, out: dict) -> None:
+        c, b = self.config, self.config.batch_size
+        obs = batch.rl.get((0,))
+        reused = None
+        if source is not None and source["s0"] is not None:
+            reused = source["h"][source["s0"] * b:(source["s0"] + 1) * b].detach()
+        with_grad = c.update_encoder_with_actorloss
+        with torch.set_grad_enabled(with_grad):  # pass 4
+            if self.tied:
+                actor_h = reused if (reused is not None and not with_grad) else self.actor.trunk(obs)
+            else:
+                actor_h = self.actor.trunk(obs)
+        with torch.no_grad():
+            critic_h = reused if reused is not None else (
+                actor_h if self.tied else self.critic.encoder.trunk(obs))
+            critic_feature = self.critic.encoder.head(critic_h)
+        _, pi, log_pi, log_std = self.actor(actor_h)
+        actor_q = self.critic.q_values(critic_feature, pi).min(0).values
+        alpha = self.log_alpha.exp()
+        actor_loss = (alpha.detach() * log_pi[:, 0] - actor_q).mean()
+        self.optimizers["actor"].zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=self._actor_grad)  # no gradient into the critic's weights
+        self.optimizers["actor"].step()
+        alpha_loss = (alpha * (-log_pi.detach() - self.target_entropy)).mean()
+        self._step(alpha_loss, "alpha")
+        entropy = 0.5 * log_std.shape[1] * (1.0 + math.log(2 * math.pi)) + log_std.sum(-1)
+        out.update(actor_loss=actor_loss, alpha_loss=alpha_loss, alpha=self.log_alpha.exp(),
+                   actor_entropy=entropy.mean())
+
+    def _update_targets(self) -> None:
+        """EMA of the critic into its target: Q heads at ``critic_tau``, encoder at ``encoder_tau``."""
+        for target, online, tau in self._ema_pairs:
+            torch._foreach_lerp_(target, online, tau)
+
+    def representation_terms(self, replay) -> dict[str, torch.Tensor]:
+        """The auxiliary / CURL loss terms of a freshly sampled batch, with their graph and
+        without any optimizer step (for tests and diagnostics; ``update`` does the same)."""
+        batch = self._sample(replay)
+        features = None
+        if batch.merged_targets:
+            with torch.no_grad():
+                features = self.critic_target.encoder(batch.rl.get(batch.target_pass)).view(
+                    len(batch.target_pass), self.config.batch_size, -1)
+        return self._representation_terms(batch, self._source_pass(batch), features)
+
+    def _representation_terms(self, batch: "_Batch", source: dict,
+                              target_features: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Pass 5 (head part) and pass 6; the named loss terms."""
+        c, b, head = self.config, self.config.batch_size, self.critic.encoder.head
+        if self.curl is not None:
+            with torch.no_grad():
+                positive = self.critic_target.encoder(batch.positive)
+            return self.curl(head(source["h"]), positive)
+        aux = self.aux
+        src, tgt = aux.source_states, aux.target_states
+        online = head(source["h"]).view(len(src), b, -1) if src else None
+        target = None
+        if batch.merged_targets:
+            target = target_features[[batch.target_pass.index(j) for j in tgt]]
+        elif tgt:
+            with torch.no_grad():
+                encoder = self.critic_target.encoder if c.auxi_ema else self.critic.encoder
+                rest = tgt if c.auxi_ema else tuple(j for j in tgt if j not in src)
+                encoded = encoder(batch.aux.get(rest)).view(len(rest), b, -1) if rest else None
+                target = torch.stack([encoded[rest.index(j)] if j in rest
+                                      else online[src.index(j)].detach() for j in tgt])
+        return aux(online, target, batch.aux_action, batch.aux_reward)
+
+    def _update_representation(self, batch: "_Batch", source: dict,
+                               target_features: torch.Tensor | None, out: dict) -> None:
+        """One step of the ``encoder`` and ``aux`` optimizers on the auxiliary / CURL loss."""
+        terms = self._representation_terms(batch, source, target_features)
+        name = "curl" if self.curl is not None else "aux"
+        loss = terms.pop(f"loss_{name}")
+        self._step(loss, "encoder", "aux")
+        out[f"{name}_loss"] = loss
+        out.update(terms)
+
+    def _step(self, loss: torch.Tensor, *names: str) -> None:
+        for name in names:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        loss.backward()
+        for name in names:
+            self.optimizers[name].step()
+
+    # ------------------------------------------------------------------ saving
+    def modules(self) -> dict[str, torch.nn.Module]:
+        named = {"actor": self.actor, "critic": self.critic, "critic_target": self.critic_target,
+                 "aux": self.aux, "curl": self.curl}
+        return {k: v for k, v in named.items() if v is not None}
+
+    def state_dict(self) -> dict[str, dict]:
+        """Module state dicts by name (and the temperature), for ``--save_model``."""
+        state = {name: module.state_dict() for name, module in self.modules().items()}
+        state["log_alpha"] = {"log_alpha": self.log_alpha.detach().clone()}
+        return state
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        for name, module in self.modules().items():
+            module.load_state_dict(state[name])
+        with torch.no_grad():
+            self.log_alpha.copy_(state["log_alpha"]["log_alpha"])
+
+
+@dataclasses.dataclass
+class _Batch:
+    """The tensors of one update: the RL batch and, if any, the auxiliary / CURL inputs."""
+    rl: WindowStates
+    action: torch.Tensor     # (B, action_dim) a_t
+    reward: torch.Tensor     # (B,) r_t
+    not_done: torch.Tensor   # (B,)
+    target_pass: tuple[int, ...]     # offsets of pass 2, sorted
+    merged_targets: tuple[int, ...]  # auxiliary target states encoded in pass 2
+    aux: WindowStates | None = None
+    aux_action: torch.Tensor | None = None  # (B, k, action_dim)
+    aux_reward: torch.Tensor | None = None  # (B, k)
+    positive: torch.Tensor | None = None    # CURL positive inputs
+
+
+def make_agent(config: TrainConfig, obs_shape: tuple[int, ...], action_dim: int,
+               device: torch.device) -> Agent:
+    """The agent ``config.agent`` (a resolved config) for observations of ``obs_shape``
+    (pixels: the render size, before the crop)."""
+    return Agent(config, tuple(obs_shape), int(action_dim), torch.device(device))

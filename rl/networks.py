@@ -1,0 +1,212 @@
+"""SAC networks of A2LS (SPEC section 6): encoders, actor, twin critic.
+
+An encoder is a *trunk* (the conv stack, or the dense layers of ``mlp``/``ofe``) followed
+by a *head* (Linear -> LayerNorm, no tanh: the released code builds every encoder with
+``output_logits=True``). The split is the released code's: the actor shares the critic's
+trunk on pixels ("tie conv weights") but has its own head, and "detach the encoder" cuts
+the graph between trunk and head. As in the released code only *conv* layers are tied:
+for ``mlp``/``ofe`` the actor owns a separate trunk (which, detached from the actor loss by
+default, keeps its initial weights).
+
+Pixel trunks take uint8 (or float) images in any memory format; the 1/255 scaling is
+folded into the first conv's weights (one elementwise pass fewer per image), and the
+output is flattened in channels-last order, which is a free view when the input is
+channels-last (CPU convolutions run markedly faster in that format).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def weight_init(m: nn.Module) -> None:
+    """The released init: orthogonal Linear weights, delta-orthogonal convolutions, zero bias."""
+    if isinstance(m, nn.Linear):
+        nn.init.orthogonal_(m.weight.data)
+        m.bias.data.fill_(0.0)
+    elif isinstance(m, nn.Conv2d):
+        m.weight.data.fill_(0.0)
+        m.bias.data.fill_(0.0)
+        mid = m.weight.size(2) // 2
+        nn.init.orthogonal_(m.weight.data[:, :, mid, mid], nn.init.calculate_gain("relu"))
+
+
+# ------------------------------------------------------------------------ trunks
+class ConvTrunk(nn.Module):
+    """``num_layers`` 3x3 convolutions of ``num_filters`` (stride 2, then 1), ReLU."""
+
+    def __init__(self, obs_shape: tuple[int, ...], num_layers: int, num_filters: int):
+        super().__init__()
+        channels, size = obs_shape[0], obs_shape[-1]
+        self.convs = nn.ModuleList([nn.Conv2d(channels, num_filters, 3, stride=2)])
+        self.convs.extend(nn.Conv2d(num_filters, num_filters, 3, stride=1)
+                          for _ in range(num_layers - 1))
+        side = (size - 3) // 2 + 1 - 2 * (num_layers - 1)
+        if side < 1:
+            raise ValueError(f"--image_size: {size} is too small for {num_layers} conv layers")
+        self.out_dim = num_filters * side * side
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        first = self.convs[0]
+        x = F.relu(F.conv2d(obs.float(), first.weight * (1.0 / 255.0), first.bias, stride=2))
+        for conv in self.convs[1:]:
+            x = F.relu(conv(x))
+        return x.permute(0, 2, 3, 1).flatten(1)  # HWC order: a view for channels-last maps
+
+
+class MlpTrunk(nn.Module):
+    """``num_layers`` x (Linear(encoder_hidden_size) + ReLU)."""
+
+    def __init__(self, obs_dim: int, num_layers: int, hidden: int):
+        super().__init__()
+        dims = [obs_dim] + [hidden] * num_layers
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.out_dim = hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        for linear in self.linears:
+            obs = F.relu(linear(obs))
+        return obs
+
+
+class OfeTrunk(nn.Module):
+    """OFENet-style dense layers: each layer's output is concatenated to its input."""
+
+    def __init__(self, obs_dim: int, num_layers: int, hidden: int):
+        super().__init__()
+        self.linears = nn.ModuleList(nn.Linear(obs_dim + i * hidden, hidden)
+                                     for i in range(num_layers))
+        self.out_dim = obs_dim + num_layers * hidden
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        for linear in self.linears:
+            obs = torch.cat([obs, F.relu(linear(obs))], dim=1)
+        return obs
+
+
+def make_trunk(encoder_type: str, obs_shape: tuple[int, ...], num_layers: int,
+               num_filters: int, hidden: int) -> nn.Module:
+    if encoder_type == "pixel":
+        if len(obs_shape) != 3:
+            raise ValueError(f"--encoder_type pixel needs image observations, got shape {obs_shape}")
+        return ConvTrunk(obs_shape, num_layers, num_filters)
+    if len(obs_shape) != 1:
+        raise ValueError(f"--encoder_type {encoder_type} needs state vectors, got shape {obs_shape}")
+    trunk = {"mlp": MlpTrunk, "ofe": OfeTrunk}.get(encoder_type)
+    if trunk is None:
+        raise ValueError(f"--encoder_type: unknown encoder {encoder_type!r}")
+    return trunk(obs_shape[0], num_layers, hidden)
+
+
+def feature_dim_of(encoder_type: str, obs_shape: tuple[int, ...], num_layers: int,
+                   hidden: int, encoder_feature_dim: int) -> int:
+    """The released code widens the ``ofe`` feature to its trunk width (obs + layers x hidden)."""
+    return obs_shape[0] + num_layers * hidden if encoder_type == "ofe" else encoder_feature_dim
+
+
+class Head(nn.Sequential):
+    """Linear -> LayerNorm: trunk features to the encoder feature."""
+
+    def __init__(self, in_dim: int, feature_dim: int):
+        super().__init__(nn.Linear(in_dim, feature_dim), nn.LayerNorm(feature_dim))
+
+
+class Encoder(nn.Module):
+    """g_theta: trunk then head."""
+
+    def __init__(self, trunk: nn.Module, feature_dim: int):
+        super().__init__()
+        self.trunk = trunk
+        self.head = Head(trunk.out_dim, feature_dim)
+        self.feature_dim = feature_dim
+
+    def forward(self, obs: torch.Tensor, detach_trunk: bool = False) -> torch.Tensor:
+        h = self.trunk(obs)
+        return self.head(h.detach() if detach_trunk else h)
+
+
+# ------------------------------------------------------------------------ actor
+def squashed_gaussian(mu: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor | None):
+    """tanh-squashed Gaussian: (mean action, sampled action, log-prob) of the released actor."""
+    if noise is None:
+        return torch.tanh(mu), None, None
+    pi = mu + noise * log_std.exp()
+    log_pi = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True)
+    log_pi = log_pi - 0.5 * math.log(2 * math.pi) * noise.size(-1)
+    pi = torch.tanh(pi)
+    log_pi = log_pi - torch.log(F.relu(1 - pi.pow(2)) + 1e-6).sum(-1, keepdim=True)
+    return torch.tanh(mu), pi, log_pi
+
+
+class Actor(nn.Module):
+    """Head on trunk features, then an MLP to (mu, log_std); log_std rescaled by tanh."""
+
+    def __init__(self, trunk: nn.Module, feature_dim: int, hidden_dim: int, action_dim: int,
+                 log_std_min: float, log_std_max: float):
+        super().__init__()
+        self.trunk = trunk  # the critic's trunk on pixels (tied), an own one on states
+        self.head = Head(trunk.out_dim, feature_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(feature_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, 2 * action_dim))
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+
+    def forward(self, h: torch.Tensor, sample: bool = True):
+        """From trunk features ``h``: (mu, pi, log_pi, log_std); pi/log_pi None if not sample."""
+        mu, log_std = self.mlp(self.head(h)).chunk(2, dim=-1)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
+            torch.tanh(log_std) + 1)
+        noise = torch.randn_like(mu) if sample else None
+        mu, pi, log_pi = squashed_gaussian(mu, log_std, noise)
+        return mu, pi, log_pi, log_std
+
+
+# ------------------------------------------------------------------------ critic
+class TwinQ(nn.Module):
+    """Two Q MLPs (Linear-ReLU-Linear-ReLU-Linear) evaluated as one batched module.
+
+    Layer 1 of both heads is one matrix multiply (they read the same input), layers 2-3 are
+    batched multiplies; each head is initialised like its own orthogonal ``nn.Linear`` stack.
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int):
+        super().__init__()
+        self.hidden = hidden_dim
+        self.w1 = nn.Parameter(torch.empty(2 * hidden_dim, in_dim))
+        self.b1 = nn.Parameter(torch.zeros(2 * hidden_dim))
+        self.w2 = nn.Parameter(torch.empty(2, hidden_dim, hidden_dim))  # (head, in, out)
+        self.b2 = nn.Parameter(torch.zeros(2, 1, hidden_dim))
+        self.w3 = nn.Parameter(torch.empty(2, hidden_dim, 1))
+        self.b3 = nn.Parameter(torch.zeros(2, 1, 1))
+        with torch.no_grad():
+            for i in range(2):
+                nn.init.orthogonal_(self.w1[i * hidden_dim:(i + 1) * hidden_dim])
+                nn.init.orthogonal_(self.w2[i].T)
+                nn.init.orthogonal_(self.w3[i].T)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_dim) -> (2, B): both Q values."""
+        h = F.relu(F.linear(x, self.w1, self.b1))
+        h = h.view(x.shape[0], 2, self.hidden).transpose(0, 1)
+        h = F.relu(torch.baddbmm(self.b2, h, self.w2))
+        return torch.baddbmm(self.b3, h, self.w3).squeeze(-1)
+
+
+class Critic(nn.Module):
+    """Encoder g_theta and twin Q on [feature, action]."""
+
+    def __init__(self, encoder: Encoder, action_dim: int, hidden_dim: int):
+        super().__init__()
+        self.encoder = encoder
+        self.q = TwinQ(encoder.feature_dim + action_dim, hidden_dim)
+
+    def q_values(self, feature: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        return self.q(torch.cat([feature, action], dim=-1))
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor,
+                detach_trunk: bool = False) -> torch.Tensor:
+        return self.q_values(self.encoder(obs, detach_trunk), action)
