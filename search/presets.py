@@ -183,10 +183,17 @@ def build_setup(preset: str, *, engine: Mapping[str, Any] = {}, train: Mapping[s
     bad = sorted(set(train) & set(NOT_OVERRIDABLE))
     if bad:
         raise ValueError(f"--{bad[0]}: set per candidate by the search; it cannot be given")
+    for text in engine.get("seed_losses", ()):
+        try:
+            genome_from_text(text)
+        except GenomeError as err:
+            raise ValueError(f"--seed_losses: {err}") from None
     try:
         engine_config = EngineConfig(**{**p.engine, **engine})
-    except ValueError as err:
-        raise ValueError(f"--{err}" if not str(err).startswith("--") else str(err)) from None
+    except ValueError as err:  # EngineConfig names the field ("budget: expected ..."): make it the flag
+        field = str(err).split(":", 1)[0]
+        known = {f.name for f in dataclasses.fields(EngineConfig)}
+        raise ValueError(f"--{err}" if field in known else str(err)) from None
     fitness = parse_fitness(fitness)
     train_config = resolve(TrainConfig(**{**p.train, **train}))
     if fitness == "rl":

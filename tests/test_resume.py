@@ -1,0 +1,177 @@
+"""Resume after the driver is killed (SIGKILL of its whole process group, mid-run), and the
+run folder's records that make it possible (atomic files, curves, refusing a used folder)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from search.engine import ROW_COLUMNS, Engine, EngineConfig
+from search.run_folder import CURVE_COLUMNS, RunFolder, RunFolderError
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The real CLI with a fake train function (3 s a candidate, no torch), logging every call.
+DRIVER = textwrap.dedent("""
+    import os, sys, time, types
+    sys.path.insert(0, {repo!r})
+    from search.cli import main
+
+    def fake_train(config, run_dir=None, *, progress=False, threads=None, seed=None):
+        with open({log!r}, "a") as f:
+            f.write(f"{{config.genome.id}}-s{{seed}} {{os.getpid()}}\\n")
+        time.sleep(3)
+        fitness = float(len(config.genome.source) + len(config.genome.target))
+        return types.SimpleNamespace(curve=((0, 0.0), (2000, fitness)), approx_aulc=fitness / 2,
+                                     final_return=fitness, wall_s=3.0, train_s=3.0, failed=None)
+
+    raise SystemExit(main(sys.argv[1:], train_fn=fake_train))
+""")
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path / "population.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def session_processes(sid: int) -> list[int]:
+    """Processes of the killed driver's session that outlived it (Ray workers sit in
+    process groups of their own), to end them by pid."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_run_then_resume_loses_nothing_and_trains_nothing_twice(tmp_path):
+    log, run = tmp_path / "calls.log", tmp_path / "run"
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER.format(repo=str(REPO), log=str(log)))
+    argv = [sys.executable, str(script), "--preset", "smoke", "--budget", "6", "--population", "4",
+            "--run", str(run)]
+    first = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             start_new_session=True, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if (run / "population.csv").exists() and \
+                    sum(r["status"] == "trained" for r in read_rows(run)) >= 2:
+                break
+            assert first.poll() is None, first.stdout.read()
+            time.sleep(0.5)
+        else:
+            pytest.fail("no two trained candidates within 240 s")
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        for pid in session_processes(first.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    before = {r["id"]: r for r in read_rows(run) if r["status"] == "trained"}
+    calls_before = log.read_text().split()[::2]
+    assert len(before) >= 2
+
+    resumed = subprocess.run([sys.executable, str(script), "--resume", str(run)], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+    print(resumed.stdout[-3000:], resumed.stderr[-3000:])
+    assert resumed.returncode == 0
+    rows = read_rows(run)
+    trained = [r for r in rows if r["status"] == "trained"]
+    ids = [r["id"] for r in trained]
+    calls = log.read_text().split()[::2]
+    # The same budget; each genome trained once; nothing finished is lost or trained again.
+    assert len(ids) == 6 and len(set(ids)) == 6
+    assert set(before) <= set(ids)
+    for genome_id, row in before.items():
+        again = next(r for r in trained if r["id"] == genome_id)
+        assert (again["fitness"], again["worker"]) == (row["fitness"], row["worker"])
+        key = f"{genome_id}-s{row['seeds']}"
+        assert calls.count(key) == 1
+    # Only what was in flight when the driver died ran twice.
+    twice = {k for k in calls if calls.count(k) > 1}
+    assert twice <= set(calls_before) - {f"{i}-s{r['seeds']}" for i, r in before.items()}
+    assert {f"{r['id']}-s{r['seeds']}" for r in trained} == set(calls)
+    meta = json.loads((run / "meta.json").read_text())
+    assert [s["resume"] for s in meta["sessions"]] == [False, True]
+    assert "resuming" in resumed.stdout and "done:" in resumed.stdout
+
+
+# ---------------------------------------------------------------- the run folder
+def new_folder(tmp_path: Path, config: dict | None = None) -> tuple[RunFolder, Engine]:
+    engine = Engine(EngineConfig(population=4, budget=6))
+    config = config or {"fitness": "rl", "search": {"budget": 6}, "train": {"batch_size": 64}}
+    return RunFolder.create(tmp_path / "run", config, engine.state_dict(), engine.rows(),
+                            ROW_COLUMNS), engine
+
+
+def test_run_folder_files_and_no_temp_files_left(tmp_path):
+    folder, engine = new_folder(tmp_path)
+    names = sorted(p.name for p in folder.path.iterdir())
+    assert names == ["config.json", "engine.json", "meta.json", "population.csv",
+                     "population.parquet"]
+    assert json.loads((folder.path / "config.json").read_text())["format"] == "a2ls-search-run/1"
+    trial = engine.ask()
+    folder.put_curve(trial.candidate.id, trial.seed, [(0, 1.0), (1000, 5.0)])
+    engine.tell(trial.key, 3.0, final_return=5.0, worker="h:1", steps=1000)
+    folder.save(engine.state_dict(), engine.rows(), ROW_COLUMNS)
+    assert not [p for p in folder.path.iterdir() if p.name.startswith(".")]
+    import pandas as pd
+
+    table = pd.read_parquet(folder.path / "population.parquet")
+    assert list(table.columns) == list(ROW_COLUMNS)
+    assert table.loc[0, "status"] == "trained" and table.loc[0, "fitness"] == 3.0
+    assert read_rows(folder.path)[0]["parents"] == ""
+    assert Engine.from_state_dict(RunFolder.load(folder.path).engine_state()).rows() == engine.rows()
+
+
+def test_a_rerun_replaces_its_curve(tmp_path):
+    folder, _ = new_folder(tmp_path)
+    folder.put_curve("abc", 7, [(0, 1.0), (1000, 2.0)])
+    folder.put_curve("def", 1, [(0, 0.0)])
+    folder.put_curve("abc", 7, [(0, 3.0), (1000, 4.0)])  # the in-flight trial, rerun on resume
+    again = RunFolder.load(folder.path)                   # and read back by the next session
+    again.put_curve("ghi", 2, [(0, 9.0)])
+    with open(folder.path / "curves.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CURVE_COLUMNS
+    assert [(r["id"], r["return"]) for r in rows] == [("abc", "3.0"), ("abc", "4.0"),
+                                                      ("def", "0.0"), ("ghi", "9.0")]
+
+
+def test_a_used_folder_is_refused_and_left_alone(tmp_path):
+    folder, _ = new_folder(tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.path.iterdir()}
+    same = {"fitness": "rl", "search": {"budget": 6}, "train": {"batch_size": 64}}
+    with pytest.raises(RunFolderError, match="--resume"):
+        RunFolder.check_new(folder.path, same)
+    with pytest.raises(RunFolderError, match=r"another config \(search.budget 6 -> 8\)"):
+        RunFolder.check_new(folder.path, {**same, "search": {"budget": 8}})
+    # Dispatch settings do not make another search.
+    with pytest.raises(RunFolderError, match="already holds this search"):
+        RunFolder.check_new(folder.path, {**same, "dispatch": {"cpus_per_candidate": 2}})
+    assert {p.name: p.read_bytes() for p in folder.path.iterdir()} == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="not a search run"):
+        RunFolder.check_new(other, same)
+    with pytest.raises(RunFolderError, match="not a search run"):
+        RunFolder.load(other)
+    RunFolder.check_new(tmp_path / "empty", same)  # a new or empty folder is fine

@@ -1,0 +1,203 @@
+"""search.py end to end: the smoke preset on real Ray + real training, bad input (one line,
+exit 2, nothing overwritten), planted fitness without Ray, presets, the progress display."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from search.cli import main
+from search.display import Display, Snapshot
+from search.presets import PRESETS, SearchSetup, build_setup
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def read_rows(run: Path) -> list[dict]:
+    with open(run / "population.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_smoke_preset_runs_two_generations_on_ray_workers(tmp_path):
+    run = tmp_path / "x"
+    done = subprocess.run([sys.executable, "search.py", "--preset", "smoke", "--budget", "6",
+                           "--run", str(run)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    print(done.stdout[-4000:], done.stderr[-4000:])
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = read_rows(run)
+    trained = [r for r in rows if r["status"] == "trained"]
+    assert len(trained) == 6 and len({r["id"] for r in trained}) == 6
+    ids = {r["id"] for r in rows}
+    generations = {int(r["generation"]) for r in trained}
+    assert generations >= {0, 1}
+    children = [r for r in trained if int(r["generation"]) > 0]
+    assert children and all(r["parents"] and set(r["parents"].split(";")) <= ids for r in children)
+    driver_pid = json.loads((run / "meta.json").read_text())["sessions"][0]["pid"]
+    for r in trained:
+        host, pid = r["worker"].rsplit(":", 1)
+        assert host and int(pid) != driver_pid
+        assert float(r["fitness"]) == pytest.approx(float(r["fitness"]))  # a number
+        assert int(r["steps"]) == 2000
+    with open(run / "curves.csv", newline="") as f:
+        curves = list(csv.DictReader(f))
+    assert {c["id"] for c in curves} == {r["id"] for r in trained}
+    config = json.loads((run / "config.json").read_text())
+    assert config["preset"] == "smoke" and config["search"]["budget"] == 6
+    assert config["train"]["domain_name"] == "cartpole_swingup" and config["train"]["action_repeat"] == 8
+    # Ray/Tune stayed silent: only our lines (one per event, stdout is not a terminal).
+    for noise in ("Trial status", "View detailed results", "╭", "(raylet)", "INFO"):
+        assert noise not in done.stdout + done.stderr
+    assert "trained 6/6" in done.stdout and "done:" in done.stdout
+    report = subprocess.run([sys.executable, "search.py", "report", str(run), "--top", "3"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert (run / "report").is_dir()
+
+
+# ---------------------------------------------------------------- bad input
+def one_line_error(capsys, argv: list[str], match: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("search.py") and match in err, err
+
+
+@pytest.fixture
+def planted_run(tmp_path, capsys):
+    run = tmp_path / "planted"
+    argv = ["--preset", "smoke", "--fitness", "planted:a2-winner", "--budget", "12",
+            "--population", "6", "--run", str(run)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    return run, argv
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--preset", "huge"], "--preset: unknown preset 'huge'"),
+    (["--preset", "smoke", "--strategy", "annealing"], "--strategy"),
+    (["--preset", "smoke", "--budget", "many"], "--budget: invalid int value"),
+    (["--preset", "smoke", "--budget", "0"], "--budget"),
+    (["--preset", "smoke", "--population", "1"], "--population"),
+    (["--preset", "smoke", "--cpus_per_candidate", "-1"], "--cpus_per_candidate"),
+    (["--preset", "smoke", "--max_failures", "-2"], "--max_failures"),
+    (["--preset", "smoke", "--domain_name", "cheetah_sprint"], "--domain_name"),
+    (["--preset", "smoke", "--batch_size", "0"], "--batch_size"),
+    (["--preset", "smoke", "--encoder_type", "resnet"], "--encoder_type"),
+    (["--preset", "smoke", "--fitness", "oracle"], "--fitness"),
+    (["--preset", "smoke", "--fitness", "planted:no-such-loss"], "--fitness"),
+    (["--preset", "smoke", "--seed_losses", "a2-winner,nope"], "--seed_losses: unknown loss 'nope'"),
+    (["--preset", "smoke", "--detach_encoder", "maybe"], "--detach_encoder"),
+    (["--nonsense"], "unrecognized arguments"),
+    (["report"], "the following arguments are required: run"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, match):
+    one_line_error(capsys, argv + (["--run", str(tmp_path / "r")] if argv[0] != "report" else []), match)
+    assert not (tmp_path / "r").exists()
+
+
+def test_existing_runs_are_never_overwritten(capsys, tmp_path, planted_run):
+    run, argv = planted_run
+    before = snapshot(run)
+    one_line_error(capsys, argv, "--resume")                       # same config: use --resume
+    one_line_error(capsys, [a if a != "12" else "13" for a in argv], "another config")
+    one_line_error(capsys, ["--resume", str(run), "--budget", "20"], "--budget cannot be given")
+    one_line_error(capsys, argv + ["--resume", str(run)], "not both")
+    one_line_error(capsys, ["--resume", str(tmp_path / "nothing")], "not a search run")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.txt").write_text("x")
+    one_line_error(capsys, ["--resume", str(tmp_path / "junk")], "not a search run")
+    one_line_error(capsys, argv[:-1] + [str(tmp_path / "junk")], "not a search run")
+    one_line_error(capsys, ["report", str(tmp_path / "nothing")], "nothing")
+    assert snapshot(run) == before
+
+
+def test_planted_fitness_runs_in_the_driver_without_ray(planted_run, capsys):
+    import ray
+
+    run, _ = planted_run
+    rows = read_rows(run)
+    assert sum(r["status"] == "trained" for r in rows) == 12
+    assert not ray.is_initialized()
+    assert json.loads((run / "config.json").read_text())["fitness"].startswith("planted:k4 ")
+    assert main(["--resume", str(run)]) == 0                       # a finished run: nothing to do
+    assert "already finished" in capsys.readouterr().out
+    assert main(["report", str(run), "--top", "2"]) == 0
+
+
+def test_no_preset_picks_one_by_hardware_and_says_so(tmp_path, capsys, monkeypatch):
+    import search.presets as presets
+
+    monkeypatch.setattr(presets, "has_gpu", lambda: False)
+    assert main(["--fitness", "planted:curl-like", "--budget", "4", "--population", "4",
+                 "--run", str(tmp_path / "auto")]) == 0
+    out = capsys.readouterr().out
+    assert "preset: cpu (no GPU found" in out
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["preset"] == "cpu"
+    monkeypatch.setattr(presets, "has_gpu", lambda: True)
+    assert presets.auto_preset()[0] == "paper"
+
+
+# ---------------------------------------------------------------- presets
+def test_presets_resolve_and_flags_override_them():
+    smoke = build_setup("smoke")
+    assert (smoke.engine.population, smoke.engine.budget) == (4, 6)
+    assert (smoke.train.batch_size, smoke.train.hidden_dim, smoke.train.num_train_steps) == (64, 64, 2000)
+    assert (smoke.train.init_steps, smoke.train.eval_freq, smoke.train.num_eval_episodes) == (100, 1000, 1)
+    assert smoke.train.encoder_type == "ofe" and smoke.train.encoder_hidden_size == 40
+    paper = build_setup("paper")
+    assert paper.train.from_pixels and paper.train.task == "cheetah_run"
+    assert (paper.engine.population, paper.engine.survivor_fraction) == (100, 0.25)
+    assert paper.train.batch_size == 512 and paper.train.hidden_dim == 1024
+    assert paper.dispatch.gpus_per_candidate == 0.25
+    cpu = build_setup("cpu", engine={"budget": 10}, train={"hidden_dim": 32},
+                      dispatch={"cpus_per_candidate": 2})
+    assert (cpu.engine.budget, cpu.train.hidden_dim, cpu.dispatch.threads) == (10, 32, 2)
+    again = SearchSetup.from_config(json.loads(json.dumps(cpu.to_config())))
+    assert again == cpu
+    assert set(PRESETS) == {"smoke", "cpu", "paper"}
+
+
+# ---------------------------------------------------------------- display
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_display_plain_lines_off_a_terminal():
+    out, clock, log = io.StringIO(), Clock(), []
+    display = Display(out, tty=False, log=log.append, now=clock)
+    display.update(Snapshot(0, 1, 0, 0, 4), quiet=True)            # a start: no line
+    clock.t = 60
+    display.update(Snapshot(1, 1, 0, 2, 4, 12.5, "k1 s10/a1/r0 > s01/a0/r0 mse"), "abc: fitness 12.5")
+    lines = out.getvalue().splitlines()
+    assert lines == ["[0:01:00] trained 1/4 | running 1 | failed 0 | rejected 2 | best 12.5 "
+                     "(k1 s10/a1/r0 > s01/a0/r0 mse) | eta 0:03:00 | abc: fitness 12.5"]
+    assert "\r" not in out.getvalue() and log == ["abc: fitness 12.5"]
+
+
+def test_display_redraws_one_line_on_a_terminal():
+    out, clock = io.StringIO(), Clock()
+    with Display(out, tty=True, now=clock) as display:
+        display.update(Snapshot(0, 2, 0, 0, 6))
+        clock.t = 10
+        display.update(Snapshot(1, 1, 0, 0, 6, 3.0, "g"), "x: fitness 3")
+        display.update(Snapshot(1, 1, 1, 0, 6, 3.0, "g"), "FAILED y: boom", important=True)
+    text = out.getvalue()
+    assert text.count("\r") >= 3 and text.endswith("\n")
+    assert "FAILED y: boom\n" in text                               # kept above the status line
+    assert "x: fitness 3" not in text                               # ordinary events only redraw
+    assert "eta 0:00:50" in text
