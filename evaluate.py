@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None, *, train_fn: Callable | None = None)
         print(f"\ninterrupted; finished runs are recorded: continue with "
               f"python evaluate.py --resume --run {run_dir}", file=sys.stderr)
         return 130
-    except ev.EvalError as e:
+    except ev.DispatchError as e:
         print(f"evaluate.py: error: {e}", file=sys.stderr)
         return 2
     print("\n".join(map(str, paths)))

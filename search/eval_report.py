@@ -67,6 +67,7 @@ def _value_at(curve: list, step: int) -> float:
 def report_points(done: list[dict]) -> list[tuple[int, int]]:
     """(target, step used) for 100k and 500k: the target itself, or the last checkpoint of
     runs that stop short of it; targets that collapse onto the same step are shown once."""
+    done = [r for r in done if r["curve"]]
     if not done:
         return []
     last = min(r["curve"][-1][0] for r in done)
@@ -99,6 +100,10 @@ def _values(runs: list[dict], used: int | None) -> list[float]:
 
 def _fmt(x: float, digits: int = 0) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _fmt_p(p: float) -> str:
+    return "–" if not math.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
 def load(run_dir: Path) -> tuple[dict, list[dict]]:
@@ -303,7 +308,7 @@ def markdown(run_dir: Path, config: dict, records: list[dict], rows: list[dict],
         for c in comparison:
             out.append(
                 f"| {c['loss']} | {c['baseline']} | {c['task']} | {c['metric']} | {_fmt(c['mean_diff'])} | "
-                f"{_fmt(c['welch_t'], 2)} ({_fmt(c['welch_df'], 1)}) | {_fmt(c['welch_p'], 3)} | "
+                f"{_fmt(c['welch_t'], 2)} ({_fmt(c['welch_df'], 1)}) | {_fmt_p(c['welch_p'])} | "
                 f"{_fmt(c['iqm_loss'])} [{_fmt(c['iqm_loss_ci95_low'])}, {_fmt(c['iqm_loss_ci95_high'])}] | "
                 f"{_fmt(c['iqm_baseline'])} [{_fmt(c['iqm_baseline_ci95_low'])}, {_fmt(c['iqm_baseline_ci95_high'])}] | "
                 f"{_fmt(c['iqm_diff'])} [{_fmt(c['iqm_diff_ci95_low'])}, {_fmt(c['iqm_diff_ci95_high'])}] |")

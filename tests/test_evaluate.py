@@ -54,11 +54,12 @@ _ship_this_module_by_value()
 
 # ------------------------------------------------------------------- a fake train
 def fake_train(config, run_dir, *, progress=False, threads=None, seed=None, calls=None,
-               fail=None, diverge=(), sleep=0.0):
+               fail=None, die=None, diverge=(), sleep=0.0):
     """Stands in for rl.train.train: a straight learning curve per agent and seed.
 
-    ``calls``: a folder that gets one file per call; ``fail``: {agent: n} raises on the first
-    n calls of that agent; ``diverge``: agents whose runs come back ``failed``.
+    ``calls``: a folder that gets one file per call; ``fail``/``die``: {agent: n} raises /
+    kills its worker process on the first n calls of that agent; ``diverge``: agents whose
+    runs come back ``failed``.
     """
     tag = f"{config.agent}-{config.task}-{seed}"
     if calls:
@@ -66,6 +67,8 @@ def fake_train(config, run_dir, *, progress=False, threads=None, seed=None, call
         Path(calls, f"{tag}.{uuid.uuid4().hex}").write_text(str(threads))
         if fail and previous < fail.get(config.agent, 0):
             raise RuntimeError(f"injected crash of {tag}")
+        if die and previous < die.get(config.agent, 0):
+            os._exit(3)  # the worker dies as if killed (OOM killer, lost node)
     time.sleep(sleep)
     bonus = {"auxi_sac": 100.0, "curl_sac": 50.0, "pixel_sac": 0.0}[config.agent]
     steps = range(0, config.num_train_steps + 1, config.eval_freq)
@@ -190,7 +193,7 @@ def test_a_used_folder_is_never_overwritten(tmp_path, capsys):
 
 
 # ------------------------------------------------------------- dispatch on Ray
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="class")
 def ray_2cpus():
     import ray
     from search.cluster import init_ray
@@ -200,41 +203,54 @@ def ray_2cpus():
     ray.shutdown()
 
 
-def test_runs_are_retried_recorded_and_not_rerun(ray_2cpus, tmp_path):
-    plan = _plan(["--loss", "a2-winner", "--seeds", "2"] + FAKE_FLAGS)
-    calls = tmp_path / "calls"
-    calls.mkdir()
-    run = tmp_path / "e"
-    train = lambda *a, **k: fake_train(*a, **k, calls=str(calls), fail={"curl_sac": 1},
-                                       diverge=("pixel_sac",))
-    records = ev.run_plan(plan, run, ev.Dispatch(max_failures=1, progress=False), train_fn=train)
-    assert set(records) == {r.key for r in plan.runs} == {p.stem for p in (run / "records").glob("*.json")}
-    curl = records["CURL__cartpole_swingup__s1"]
-    assert curl["status"] == "done" and curl["attempts"] == 2  # crashed once, retried
-    sac = records["SAC__cartpole_swingup__s2"]
-    assert sac["status"] == "diverged" and sac["attempts"] == 1 and "critic_loss" in sac["failed"]
-    a2 = records["a2-winner__cartpole_swingup__s2"]
-    assert a2["curve"] == [[0, 114.0], [1000, 214.0], [2000, 314.0], [3000, 414.0]]
-    assert a2["genome"] == A2 and a2["final_return"] == 414.0 and a2["approx_aulc"] == 264.0
-    assert len(list(calls.iterdir())) == 6 + 2
-    assert {p.read_text() for p in calls.iterdir()} == {"1"}  # threads = cpus_per_run
-    # everything recorded: a second pass trains nothing
-    ev.run_plan(plan, run, ev.Dispatch(progress=False), train_fn=train)
-    assert len(list(calls.iterdir())) == 8
+class TestOnRay:
+    """Driver in this process, one shared 2-CPU Ray instance, shut down after the class."""
+
+    def test_runs_are_retried_recorded_and_not_rerun(self, ray_2cpus, tmp_path):
+        plan = _plan(["--loss", "a2-winner", "--seeds", "2"] + FAKE_FLAGS)
+        calls = tmp_path / "calls"
+        calls.mkdir()
+        run = tmp_path / "e"
+        train = lambda *a, **k: fake_train(*a, **k, calls=str(calls), fail={"curl_sac": 1},
+                                           die={"auxi_sac": 1}, diverge=("pixel_sac",))
+        records = ev.run_plan(plan, run, ev.Dispatch(max_failures=1, progress=False), train_fn=train)
+        assert set(records) == {r.key for r in plan.runs} == {p.stem for p in (run / "records").glob("*.json")}
+        curl = records["CURL__cartpole_swingup__s1"]
+        assert curl["status"] == "done" and curl["attempts"] == 2  # crashed once, retried
+        sac = records["SAC__cartpole_swingup__s2"]
+        assert sac["status"] == "diverged" and sac["attempts"] == 1 and "critic_loss" in sac["failed"]
+        a2 = records["a2-winner__cartpole_swingup__s2"]
+        assert a2["status"] == "done" and a2["attempts"] == 2  # its worker died once
+        assert a2["curve"] == [[0, 114.0], [1000, 214.0], [2000, 314.0], [3000, 414.0]]
+        assert a2["genome"] == A2 and a2["final_return"] == 414.0 and a2["approx_aulc"] == 264.0
+        assert len(list(calls.iterdir())) == 6 + 2 + 2
+        assert {p.read_text() for p in calls.iterdir()} == {"1"}  # threads = cpus_per_run
+        # everything recorded: a second pass trains nothing
+        ev.run_plan(plan, run, ev.Dispatch(progress=False), train_fn=train)
+        assert len(list(calls.iterdir())) == 10
 
 
-def test_a_run_that_always_crashes_is_recorded_as_error_and_resume_retries_it(ray_2cpus, tmp_path):
-    plan = _plan(["--loss", "a2-winner", "--seeds", "1", "--baselines", "none"] + FAKE_FLAGS)
-    calls = tmp_path / "calls"
-    calls.mkdir()
-    crash = lambda *a, **k: fake_train(*a, **k, calls=str(calls), fail={"auxi_sac": 99})
-    records = ev.run_plan(plan, tmp_path / "e", ev.Dispatch(max_failures=2, progress=False),
-                          train_fn=crash)
-    (record,) = records.values()
-    assert record["status"] == "error" and record["attempts"] == 3
-    assert "injected crash" in record["failed"] and len(list(calls.iterdir())) == 3
-    records = ev.run_plan(plan, tmp_path / "e", ev.Dispatch(progress=False), train_fn=fake_train)
-    assert [r["status"] for r in records.values()] == ["done"]
+    def test_a_run_that_always_crashes_is_recorded_as_error_and_resume_retries_it(self, ray_2cpus, tmp_path):
+        plan = _plan(["--loss", "a2-winner", "--seeds", "1", "--baselines", "none"] + FAKE_FLAGS)
+        calls = tmp_path / "calls"
+        calls.mkdir()
+        crash = lambda *a, **k: fake_train(*a, **k, calls=str(calls), fail={"auxi_sac": 99})
+        records = ev.run_plan(plan, tmp_path / "e", ev.Dispatch(max_failures=2, progress=False),
+                              train_fn=crash)
+        (record,) = records.values()
+        assert record["status"] == "error" and record["attempts"] == 3
+        assert "injected crash" in record["failed"] and len(list(calls.iterdir())) == 3
+        records = ev.run_plan(plan, tmp_path / "e", ev.Dispatch(progress=False), train_fn=fake_train)
+        assert [r["status"] for r in records.values()] == ["done"]
+
+
+    def test_a_run_larger_than_the_cluster_is_bad_input(self, ray_2cpus, tmp_path, capsys):
+        run = tmp_path / "e"
+        code = evaluate.main(["--loss", "a2-winner", "--cpus_per_run", "3", "--run", str(run)]
+                             + FAKE_FLAGS, train_fn=fake_train)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and "--cpus_per_run/--gpus_per_run: the cluster (2 CPUs" in err[-1]
+        assert not run.exists()
 
 
 def test_killed_evaluation_resumes_without_retraining(tmp_path):
@@ -345,22 +361,49 @@ def _evaluate(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout)
 
 
+def _kill_after_first_record(args: list[str], cwd: Path, run: Path) -> dict[str, str]:
+    """Start evaluate.py, SIGKILL it once a run is recorded; returns the records so far."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), *args], cwd=cwd,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 400
+    while not list((run / "records").glob("*.json")) and time.time() < deadline:
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return {p.name: p.read_text() for p in (run / "records").glob("*.json")}
+
+
 @needs_real_train
-def test_must_show_command_writes_the_report(tmp_path):
-    out = _evaluate(MUST_SHOW + FAST + ["--run", str(tmp_path / "e"), "--quiet"], tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
+def test_must_show_command_killed_resumed_and_reported(tmp_path):
+    """The issue's command (with CI-sized networks), kill -9 after the first recorded run,
+    then --resume: finished runs are kept as they were, every run ends up recorded, and
+    the report names a2-winner, SAC and CURL. (One evaluation serves both must-shows, to
+    keep CI short; the command without kill is the same code path.)"""
     run = tmp_path / "e"
+    args = MUST_SHOW + FAST + ["--run", str(run), "--quiet"]
+    before = _kill_after_first_record(args, tmp_path, run)
+    assert 1 <= len(before) < 6
+    out = _evaluate(["--resume", "--run", str(run), "--quiet"], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    after = {p.name: p.read_text() for p in (run / "records").glob("*.json")}
+    assert len(after) == 6 and all(after[n] == text for n, text in before.items())
+    assert json.loads((run / "eval_config.json").read_text())["argv"] == args
     for name in ("curves.csv", "summary.csv", "comparison.csv", "summary.md",
                  "plots/cartpole_swingup.png"):
         assert (run / name).is_file(), name
     with open(run / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["loss"] for r in rows} == {"a2-winner", "SAC", "CURL"}
+    assert {r["metric"] for r in rows} == {"return@4000", "aulc"}
     assert all(r["n"] == "2" and math.isfinite(float(r["mean"])) for r in rows)
     with open(run / "curves.csv") as f:
-        steps = sorted({int(r["env_step"]) for r in csv.DictReader(f)})
-    assert steps == [0, 1000, 2000, 3000, 4000]
-    assert len(list((run / "records").glob("*.json"))) == 6
+        curves = list(csv.DictReader(f))
+    assert sorted({int(r["env_step"]) for r in curves}) == [0, 1000, 2000, 3000, 4000]
+    assert len(curves) == 6 * 5
+    md = (run / "summary.md").read_text()
+    assert "| cartpole_swingup |" in md and "a2-winner | SAC |" in md
 
 
 @needs_real_train
@@ -370,7 +413,7 @@ def test_top_two_of_a_search_folder(tmp_path):
         ("k1 s10/a0/r0 > s10/a0/r0 bilinear_inner_product+neg", "trained", 450.5),
         ("k2 s100/a11/r00 > s001/a00/r00 mse", "trained", 120.0)])
     args = ["--from", str(folder), "--top", "2", "--baselines", "none", "--seeds", "1",
-            "--domain_name", "cartpole_swingup", "--encoder_type", "ofe", "--num_train_steps", "2000",
+            "--domain_name", "cartpole_swingup", "--encoder_type", "ofe", "--num_train_steps", "1000",
             "--init_steps", "100", "--eval_freq", "1000", "--run", str(tmp_path / "e"), "--quiet"]
     out = _evaluate(args + FAST, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -378,25 +421,5 @@ def test_top_two_of_a_search_folder(tmp_path):
     assert sorted(r["genome"] for r in records.values()) == sorted(
         [str(named("curl-like")), str(named("forward-dynamics"))])
     assert all(r["status"] == "done" for r in records.values())
-
-
-@needs_real_train
-def test_real_evaluation_killed_and_resumed(tmp_path):
-    run = tmp_path / "e"
-    args = MUST_SHOW + FAST + ["--baselines", "sac", "--num_cpus", "1", "--run", str(run), "--quiet"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "evaluate.py"), *args], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not list((run / "records").glob("*.json")) and time.time() < deadline:
-        assert proc.poll() is None
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    before = {p.name: p.read_text() for p in (run / "records").glob("*.json")}
-    assert 1 <= len(before) < 4
-    out = _evaluate(["--resume", "--run", str(run), "--quiet"], tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
-    after = {p.name: p.read_text() for p in (run / "records").glob("*.json")}
-    assert len(after) == 4 and all(after[n] == text for n, text in before.items())
-    assert json.loads((run / "eval_config.json").read_text())["argv"] == args
+    assert {r["loss"] for r in records.values()} == {
+        f"top1-{named('curl-like').id}", f"top2-{named('forward-dynamics').id}"}
