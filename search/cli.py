@@ -153,59 +153,68 @@ def main(argv: Sequence[str] | None = None, *, train_fn: Any = None,
 def execute(todo: Plan, *, train_fn: Any = None, stream: TextIO | None = None) -> int:
     """Create or reopen the run folder and run the search to its budget.
 
-    Returns 0 when the search finished, 130 when it was interrupted (resume it), 2 when
-    the cluster cannot take the candidates (one line)."""
+    Returns 0 when the search finished, 130 when it stopped early (resume it), 2 when the
+    Ray cluster cannot be joined or cannot hold one candidate (one line, nothing written)."""
     # Imported here: Ray Tune takes seconds to import, bad input should not wait for it.
     from search import dispatch
+    from search.cluster import ClusterError, init_ray
     from search.display import Display, summary
     from search.engine import ROW_COLUMNS, Engine
 
     setup = todo.setup
-    session_info = {"resume": todo.resume, "dispatch": dataclasses.asdict(setup.dispatch)}
-    if todo.resume:
-        folder = RunFolder.load(todo.path)
-        folder.begin_session(session_info)
-        engine = Engine.from_state_dict(folder.engine_state())
-    else:
-        engine = Engine(setup.engine)
-        folder = RunFolder.create(todo.path, setup.to_config(), engine.state_dict(),
-                                  engine.rows(), ROW_COLUMNS, session_info)
-    display = Display(stream, log=folder.log_event)
-    session = dispatch.Session(engine, folder, display)
-    session.save()  # on resume: population views rebuilt from the engine state
-    resume_hint = f"python search.py --resume {folder.path}"
-    started_ray = False
+    ray_note = None
+    if not setup.planted:
+        try:  # before the run folder: a cluster that cannot take the search writes nothing
+            ray_note = init_ray(setup.dispatch.address)
+            dispatch.concurrency(setup.dispatch)
+        except ClusterError as err:
+            _shutdown_ray()
+            return _fail(err)
     try:
-        with display:
-            for note in todo.notes:
-                display.info(note)
-            if engine.finished:
-                display.info("the search had already finished")
-            elif setup.planted:
-                dispatch.run_planted(session, setup.planted_target)
-            else:
-                from search.cluster import init_ray
-                display.info(init_ray(setup.dispatch.address))
-                started_ray = True
-                dispatch.run_tune(session, setup.train, setup.dispatch, train_fn=train_fn)
-    except KeyboardInterrupt:
-        print(f"interrupted; continue with: {resume_hint}", file=display.stream)
-        return 130
-    except ValueError as err:  # the cluster cannot hold a candidate (--cpus/--gpus_per_candidate)
-        return _fail(err)
+        session_info = {"resume": todo.resume, "dispatch": dataclasses.asdict(setup.dispatch)}
+        if todo.resume:
+            folder = RunFolder.load(todo.path)
+            folder.begin_session(session_info)
+            engine = Engine.from_state_dict(folder.engine_state())
+        else:
+            engine = Engine(setup.engine)
+            folder = RunFolder.create(todo.path, setup.to_config(), engine.state_dict(),
+                                      engine.rows(), ROW_COLUMNS, session_info)
+        display = Display(stream, log=folder.log_event)
+        session = dispatch.Session(engine, folder, display)
+        session.save()  # on resume: population views rebuilt from the engine state
+        resume_hint = f"python search.py --resume {folder.path}"
+        try:
+            with display:
+                for note in todo.notes + ((ray_note,) if ray_note else ()):
+                    display.info(note)
+                if engine.finished:
+                    display.info("the search had already finished")
+                elif setup.planted:
+                    dispatch.run_planted(session, setup.planted_target)
+                else:
+                    dispatch.run_tune(session, setup.train, setup.dispatch, train_fn=train_fn)
+        except KeyboardInterrupt:
+            print(f"interrupted; continue with: {resume_hint}", file=display.stream)
+            return 130
     finally:
-        if started_ray:
-            import ray
-            ray.shutdown()
+        if not setup.planted:
+            _shutdown_ray()
     if not engine.finished:
         print(f"stopped before the budget was spent; continue with: {resume_hint}",
               file=display.stream)
         return 130
-    rows = engine.rows()
-    lines = [f"done: {folder.path}", *summary(rows),
+    lines = [f"done: {folder.path}", *summary(engine.rows()),
              f"report: python search.py report {folder.path}"]
     print("\n".join(lines), file=display.stream, flush=True)
     return 0
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def _fail(err: Exception) -> int:

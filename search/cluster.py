@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -16,6 +17,10 @@ QUIET_ENV = {
     "RAY_DEDUP_LOGS": "0",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
 }
+
+
+class ClusterError(ValueError):
+    """The Ray cluster cannot be joined or cannot hold a candidate; one line for the user."""
 
 
 def quiet_ray() -> None:
@@ -64,7 +69,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     the same path on every node, e.g. a shared filesystem).
 
     Returns a one-line description of what was started, for the progress display.
-    Raises ValueError (one line naming --address) when a cluster cannot be joined.
+    Raises ClusterError (one line naming --address) when a cluster cannot be joined.
     """
     if quiet:
         quiet_ray()
@@ -77,13 +82,21 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), path) if p)
     level = logging.ERROR if quiet else logging.INFO
     if address:
+        _probe(address)
         env = {"PYTHONPATH": os.environ["PYTHONPATH"]}
         try:
             ray.init(address=address, log_to_driver=not quiet, logging_level=level,
                      runtime_env={"env_vars": env})
         except (ConnectionError, RuntimeError, ValueError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"--address: cannot join the Ray cluster at {address}: {first}") from None
+            hint = ""
+            if "RAY_AUTH_MODE" not in os.environ and address != "auto":
+                # Ray sends its auth token only to clusters it found itself (address auto).
+                hint = ("; if the cluster uses token authentication (Ray's default), set "
+                        "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token), or "
+                        "use --address auto on the head node")
+            raise ClusterError(f"--address: cannot join the Ray cluster at {address}: "
+                               f"{first}{hint}") from None
         if quiet:
             quiet_ray()
         res = ray.cluster_resources()
@@ -95,6 +108,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     if quiet:
         quiet_ray()  # ray.init configures its loggers; ours must win
     return f"ray: embedded local instance, {cpus} CPUs, {_gpus():g} GPUs"
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on an unreachable ``host:port``: ray.init would retry for minutes."""
+    host, _, port = address.rpartition(":")
+    if address == "auto" or "://" in address or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ClusterError(f"--address: no Ray cluster answers at {address} ({err})") from None
 
 
 def _gpus() -> float:

@@ -27,6 +27,7 @@ from typing import Any, Callable, Mapping
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
+from search.cluster import ClusterError
 from search.display import Display, Snapshot
 from search.engine import ROW_COLUMNS, Engine, Trial, planted_fitness
 from search.presets import DispatchConfig
@@ -267,7 +268,8 @@ def run_tune(session: Session, base: Any, dispatch: DispatchConfig, *,
     Returns True when the engine finished (budget trained, nothing in flight), False when
     Tune stopped early (e.g. Ctrl-C): the run folder then holds what a resume needs.
     """
-    limit = dispatch.max_concurrent or concurrency(dispatch)
+    slots = concurrency(dispatch)  # also refuses candidates the cluster cannot hold
+    limit = dispatch.max_concurrent or slots
     searcher = EngineSearcher(session)
     tuner = tune.Tuner(
         tune.with_resources(make_trainable(base, dispatch.threads, train_fn),
@@ -288,18 +290,18 @@ def run_tune(session: Session, base: Any, dispatch: DispatchConfig, *,
 
 
 def concurrency(dispatch: DispatchConfig) -> int:
-    """How many candidates the connected cluster holds at once; ValueError if none fits."""
+    """How many candidates the connected cluster holds at once; ClusterError if none fits."""
     import ray
 
     res = ray.cluster_resources()
     cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
     if dispatch.cpus_per_candidate > cpus:
-        raise ValueError(f"--cpus_per_candidate: {dispatch.cpus_per_candidate} is more than the "
+        raise ClusterError(f"--cpus_per_candidate: {dispatch.cpus_per_candidate} is more than the "
                          f"{cpus:g} CPUs of the Ray cluster")
     slots = int(cpus // dispatch.cpus_per_candidate + 1e-9)
     if dispatch.gpus_per_candidate > 0:
         if dispatch.gpus_per_candidate > gpus:
-            raise ValueError(f"--gpus_per_candidate: {dispatch.gpus_per_candidate} but the Ray "
+            raise ClusterError(f"--gpus_per_candidate: {dispatch.gpus_per_candidate} but the Ray "
                              f"cluster has {gpus:g} GPUs")
         slots = min(slots, int(gpus // dispatch.gpus_per_candidate + 1e-9))
     return max(1, slots)

@@ -39,14 +39,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                "eval_freq": 1000, "num_eval_episodes": 1, "replay_buffer_capacity": 10_000},
     ),
     Preset(
-        # Timing basis (bench/search_overhead.py and a measured candidate): see the report of
-        # the helper that wrote this; 20k env steps of cheetah_run states at batch 128 /
-        # hidden 256 take about 2-3 min on one core, so 32 candidates on 2 cores ~ 1 hour.
+        # Measured on this 2-core machine while 4 other jobs shared it (load ~5): one
+        # candidate (cartpole_swingup states, 20k env steps = 2500 agent steps, batch 128,
+        # hidden 256, 1 thread) trained in 114 s and learnt (eval return 37 -> 791, AULC 327);
+        # cheetah_run took 223 s and barely moved (7 -> 52), too little signal for a search.
+        # Idle, expect about half that: ~60 s a candidate, 2 at a time, so 40 candidates
+        # take about 30-45 minutes idle and about an hour on a busy machine.
         "cpu",
-        "a meaningful search on a 2-core laptop in about an hour: cheetah_run (state), "
-        "20k env steps per candidate, population 8, budget 32",
-        engine={"strategy": "generational", "population": 8, "budget": 32},
-        train={"domain_name": "cheetah_run", **_STATE_NET, "batch_size": 128,
+        "a meaningful search on a 2-core laptop in about an hour: cartpole_swingup (state), "
+        "20k env steps per candidate, population 10, budget 40",
+        engine={"strategy": "generational", "population": 10, "budget": 40},
+        train={"domain_name": "cartpole_swingup", **_STATE_NET, "batch_size": 128,
                "hidden_dim": 256, "num_train_steps": 20_000, "init_steps": 500,
                "eval_freq": 5000, "num_eval_episodes": 3, "replay_buffer_capacity": 20_000},
     ),

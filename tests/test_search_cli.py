@@ -98,6 +98,7 @@ def planted_run(tmp_path, capsys):
     (["--preset", "smoke", "--fitness", "planted:no-such-loss"], "--fitness"),
     (["--preset", "smoke", "--seed_losses", "a2-winner,nope"], "--seed_losses: unknown loss 'nope'"),
     (["--preset", "smoke", "--detach_encoder", "maybe"], "--detach_encoder"),
+    (["--preset", "smoke", "--address", "127.0.0.1:1"], "--address: no Ray cluster answers"),
     (["--nonsense"], "unrecognized arguments"),
     (["report"], "the following arguments are required: run"),
 ])
