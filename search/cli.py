@@ -158,7 +158,7 @@ def execute(todo: Plan, *, train_fn: Any = None, stream: TextIO | None = None) -
     # Imported here: Ray Tune takes seconds to import, bad input should not wait for it.
     from search import dispatch
     from search.cluster import ClusterError, init_ray
-    from search.display import Display, summary
+    from search.display import Display, Snapshot, summary
     from search.engine import ROW_COLUMNS, Engine
 
     setup = todo.setup
@@ -181,12 +181,17 @@ def execute(todo: Plan, *, train_fn: Any = None, stream: TextIO | None = None) -
             folder = RunFolder.create(todo.path, setup.to_config(), engine.state_dict(),
                                       engine.rows(), ROW_COLUMNS, session_info)
         display = Display(stream, log=folder.log_event)
+        notes = todo.notes + ((ray_note,) if ray_note else ())
+        if todo.resume:
+            done = Snapshot.of(engine)
+            notes += (f"resumed: {done.trained} trained, {done.failed} failed, "
+                      f"{len(engine.in_flight())} were in flight and run again",)
         session = dispatch.Session(engine, folder, display)
         session.save()  # on resume: population views rebuilt from the engine state
         resume_hint = f"python search.py --resume {folder.path}"
         try:
             with display:
-                for note in todo.notes + ((ray_note,) if ray_note else ()):
+                for note in notes:
                     display.info(note)
                 if engine.finished:
                     display.info("the search had already finished")

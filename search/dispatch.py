@@ -60,6 +60,8 @@ class Outcome:
         """From the dict the trial reported (see :func:`trial_metrics`)."""
         error = m.get("failed") or None
         fitness = _float(m.get("fitness"))
+        if fitness is None and error is None:
+            error = f"no finite fitness reported ({m.get('fitness')!r})"
         return cls(fitness=None if error else fitness, final_return=_float(m.get("final_return")),
                    error=error, curve=tuple(tuple(p) for p in json.loads(m.get("curve") or "[]")),
                    wall_s=_float(m.get("wall_s")), train_s=_float(m.get("train_s")),

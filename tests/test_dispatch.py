@@ -151,6 +151,8 @@ def test_outcome_from_reported_metrics():
     assert outcome.curve == ((0, 1.0), (10, 6.0)) and outcome.worker == "h:12"
     failed = Outcome.from_metrics({**metrics, "fitness": float("nan"), "failed": "diverged: x"})
     assert failed.fitness is None and failed.error == "diverged: x"
+    silent = Outcome.from_metrics({**metrics, "fitness": float("nan")})
+    assert silent.fitness is None and "no finite fitness" in silent.error
 
 
 def test_error_text_names_the_last_failure(tmp_path):
