@@ -17,10 +17,9 @@ from pathlib import Path
 
 from rl.run_dir import atomic_write_text, write_csv
 from search import stats
-from search.evaluation import CONFIG_FILE, load_records
+from search.evaluation import CONFIG_FILE, REPORT_STEPS, load_records
 from spaces import named
 
-TARGETS = (100_000, 500_000)
 ALL = "all tasks"
 
 # A2LS Table 2 (image-based DMC, mean ± std), /work/shared/research/paper-notes.md section 5.1.
@@ -73,7 +72,7 @@ def report_points(done: list[dict]) -> list[tuple[int, int]]:
     last = min(r["curve"][-1][0] for r in done)
     grid = sorted({s for r in done for s, _ in r["curve"]})
     points = []
-    for target in TARGETS:
+    for target in REPORT_STEPS:
         used = max(s for s in grid if s <= min(target, last))
         if used not in [u for _, u in points]:
             points.append((target, used))
@@ -85,7 +84,7 @@ def metric_title(target: int | None, used: int | None) -> str:
         return "AULC (mean evaluation return over every checkpoint)"
     if used == target:
         return f"Return at {target // 1000}k env steps"
-    return f"Return at {used} env steps (the last checkpoint: the runs stop before {target // 1000}k)"
+    return f"Return at {used} env steps (the last checkpoint at or before {target // 1000}k)"
 
 
 def _metrics(done: list[dict]) -> list[tuple[str, int | None, int | None]]:

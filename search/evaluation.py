@@ -28,7 +28,7 @@ from search.eval_dispatch import (RECORDS, Dispatch, DispatchError, load_records
                                   run_plan, write_record)
 from spaces import NAMED_LOSSES, Genome, GenomeError, build_error, named
 
-__all__ = ["PAPER_TASKS", "DEFAULT_STEPS", "BASELINES", "CONFIG_FILE", "RECORDS", "EvalError",
+__all__ = ["PAPER_TASKS", "DEFAULT_STEPS", "REPORT_STEPS", "BASELINES", "CONFIG_FILE", "RECORDS", "EvalError",
            "Loss", "genome_loss", "parse_genome", "named_losses", "top_losses",
            "baseline_losses", "RunSpec", "Plan", "parse_seeds", "build_plan", "write_config",
            "check_run_folder", "evaluate", "Dispatch", "DispatchError", "load_records",
@@ -38,6 +38,7 @@ __all__ = ["PAPER_TASKS", "DEFAULT_STEPS", "BASELINES", "CONFIG_FILE", "RECORDS"
 PAPER_TASKS = ("cheetah_run", "reacher_easy", "walker_walk", "finger_spin", "cartpole_swingup",
                "ball_in_cup_catch")
 DEFAULT_STEPS = 500_000
+REPORT_STEPS = (100_000, 500_000)
 BASELINES = {"sac": ("SAC", "pixel_sac"), "curl": ("CURL", "curl_sac")}
 CONFIG_FILE = "eval_config.json"
 
@@ -216,6 +217,14 @@ def build_plan(losses: Sequence[Loss], tasks: Sequence[str], seeds: Sequence[int
                 config = resolve(base.replace(**changes))  # ValueError naming the flag
                 runs.append(RunSpec(f"{loss.label}__{task}__s{seed}", loss.label, loss.agent,
                                     task, seed, config))
+    for config in {r.config.action_repeat: r.config for r in runs}.values():
+        every = config.eval_every_agent_steps * config.action_repeat
+        missed = [s for s in REPORT_STEPS if s <= config.num_train_steps and s % every]
+        if missed:
+            print(f"note: with --eval_freq {config.eval_freq} and action repeat "
+                  f"{config.action_repeat} ({config.task}) no checkpoint falls on "
+                  f"{', '.join(map(str, missed))} env steps; the report uses the last one before",
+                  file=sys.stderr)
     return Plan(tuple(unique.values()), tasks, tuple(seeds), tuple(runs))
 
 

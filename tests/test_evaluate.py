@@ -346,7 +346,7 @@ def test_report_of_a_short_state_run_names_its_step_and_shows_no_paper_numbers(t
     _write(tmp_path, plan, _records(plan, 3000, 1000, skip={"SAC__cartpole_swingup__s2"}))
     eval_report.write_report(tmp_path)
     md = (tmp_path / "summary.md").read_text()
-    assert "Return at 3000 env steps (the last checkpoint: the runs stop before 100k)" in md
+    assert "Return at 3000 env steps (the last checkpoint at or before 100k)" in md
     assert "paper, pixels" not in md and "pixel observations" in md
     assert "5 of 6 planned runs recorded" in md
     with open(tmp_path / "summary.csv") as f:
