@@ -1,15 +1,19 @@
 """SAC with a genome-driven auxiliary loss (``auxi_sac``), CURL (``curl_sac``) or nothing
 (``pixel_sac``): the released A2LS update, without its redundant encoder passes.
 
-Optimizers, one per parameter set and loss (SPEC defect 3: the released auxiliary step
-stepped the encoder with two optimizers):
+Optimizers: each loss steps each parameter once, through one optimizer (SPEC defect 3: the
+released auxiliary step stepped the encoder with two optimizers). Parameter groups keep
+the released learning rates and betas:
 
-* critic loss -> ``critic`` (critic encoder + twin Q; ``critic_lr``, ``critic_beta``)
-* actor loss -> ``actor`` (actor head + MLP, the actor's own trunk on states, and the tied
-  conv trunk only with ``update_encoder_with_actorloss``; ``actor_lr``, ``actor_beta``)
-* temperature -> ``alpha`` (``alpha_lr``, ``alpha_beta``)
-* auxiliary / CURL loss -> ``encoder`` (critic encoder; ``encoder_lr``) and ``aux`` (the
-  loss module's own parameters: predictor, embeddings, W; ``encoder_lr``), disjoint.
+* ``critic``: critic loss -> critic encoder + twin Q (``critic_lr``, ``critic_beta``).
+* ``actor``: actor loss -> actor head + MLP, the actor's own trunk on states, the tied conv
+  trunk only with ``update_encoder_with_actorloss`` (``actor_lr``, ``actor_beta``); and,
+  as a second group, temperature loss -> log alpha (``alpha_lr``, ``alpha_beta``). One
+  backward of their sum gives each its own gradient (the actor loss reads alpha detached,
+  the temperature loss the log-probabilities detached), so one step equals the released
+  two.
+* ``representation``: auxiliary / CURL loss -> critic encoder (``encoder_lr``) and, as a
+  second group, the loss module's parameters: predictor, embeddings, W (``encoder_lr``).
 """
 from __future__ import annotations
 
@@ -27,10 +31,11 @@ from rl.curl import CurlLoss
 from rl.networks import Actor, Critic, Encoder, feature_dim_of, make_trunk, weight_init
 
 
-def _adam(params, lr: float, beta: float = 0.9) -> torch.optim.Adam:
-    # fused: one kernel for all tensors; the for-loop default costs more than the math at
-    # small sizes (vector tasks, batch 128).
-    return torch.optim.Adam(list(params), lr=lr, betas=(beta, 0.999), fused=True)
+def _adam(*groups: tuple) -> torch.optim.Adam:
+    """Adam over ``(params, lr, beta1)`` groups. Fused: one kernel per group, where the
+    for-loop default costs more than the math at small sizes (vector tasks, batch 128)."""
+    return torch.optim.Adam([{"params": list(p), "lr": lr, "betas": (beta, 0.999)}
+                             for p, lr, beta in groups], fused=True)
 
 
 def _ordered(first: tuple[int, ...], second: tuple[int, ...], extra: tuple[int, ...] = ()):
@@ -88,18 +93,20 @@ class Agent:
         actor_params = list(self.actor.head.parameters()) + list(self.actor.mlp.parameters())
         if not self.tied or c.update_encoder_with_actorloss:
             actor_params += list(actor_trunk.parameters())
-        # Parameters the actor loss differentiates (never the critic's, SPEC section 6).
-        self._actor_grad = actor_params if c.update_encoder_with_actorloss else (
-            list(self.actor.head.parameters()) + list(self.actor.mlp.parameters()))
+        # What the actor + temperature losses differentiate (never the critic's weights).
+        self._actor_grad = (list(actor_params) if c.update_encoder_with_actorloss else (
+            list(self.actor.head.parameters()) + list(self.actor.mlp.parameters()))) + [
+            self.log_alpha]
         self.optimizers = {
-            "critic": _adam(self.critic.parameters(), c.critic_lr, c.critic_beta),
-            "actor": _adam(actor_params, c.actor_lr, c.actor_beta),
-            "alpha": _adam([self.log_alpha], c.alpha_lr, c.alpha_beta),
+            "critic": _adam((self.critic.parameters(), c.critic_lr, c.critic_beta)),
+            "actor": _adam((actor_params, c.actor_lr, c.actor_beta),
+                           ([self.log_alpha], c.alpha_lr, c.alpha_beta)),
         }
         rep = self.aux if self.aux is not None else self.curl
-        if rep is not None:
-            self.optimizers["encoder"] = _adam(self.critic.encoder.parameters(), c.encoder_lr)
-            self.optimizers["aux"] = _adam(rep.parameters(), c.encoder_lr)
+        if rep is not None:  # the released encoder optimizer passes only lr: beta1 0.9
+            self.optimizers["representation"] = _adam(
+                (self.critic.encoder.parameters(), c.encoder_lr, 0.9),
+                (rep.parameters(), c.encoder_lr, 0.9))
         self._ema_pairs = [
             (list(self.critic_target.q.parameters()), list(self.critic.q.parameters()), c.critic_tau),
             (list(self.critic_target.encoder.parameters()), list(self.critic.encoder.parameters()),
@@ -132,31 +139,33 @@ class Agent:
 
         Order as in the released code: critic every step; actor and temperature every
         ``actor_update_freq``; target EMA every ``critic_target_update_freq``; the auxiliary
-        (or CURL) loss every step. Encoder passes per update, each one batched call over all
-        the time steps it covers (pixels: one crop per window time step, shared by every
-        pass that reads that step):
+        (or CURL) loss every step. Encoder passes per update, each one call over all the time
+        steps it covers (pixels: one crop per window time step, shared by every pass that
+        reads that step; on CPU the conv trunk walks a call in chunks of 128 images, see
+        ``rl.networks.CPU_CHUNK``):
 
         1. online trunk, s_{t+1} of the RL batch, no grad (the actor's next action);
         2. target encoder, s_{t+1} of the RL batch, no grad (critic target); with
            ``shared_window`` and ``auxi_ema`` also every auxiliary target state, in the
            same call (those targets then see the EMA weights of before this step's update);
         3. online encoder, s_t of the RL batch, with grad (critic loss);
-        4. actor steps only: online trunk on s_t, no grad, skipped when pass 5 holds the
-           same crop of s_t at the same weights (CURL always; ``shared_window`` with s_t in
-           the source), unless ``update_encoder_with_actorloss``. On states the actor has
-           its own trunk: its pass always runs, and the critic's trunk pass on s_t is taken
-           from pass 5 when it holds s_t;
+        4. actor steps only: online trunk on s_t, no grad (the weights changed in pass 3's
+           step). Taken from pass 5 instead when pass 5 holds the same crop of s_t (CURL
+           always; ``shared_window`` with s_t in the source) and
+           ``update_encoder_with_actorloss`` is off. On states the actor has its own trunk,
+           which always runs; the critic's trunk on s_t then comes from pass 5 or its own
+           pass;
         5. online trunk + head, auxiliary source states (CURL: the anchor, the RL batch's
            crop of s_t), with grad;
-        6. target encoder, auxiliary target states not in pass 2 (CURL: the positive, an
-           independent crop of s_t), no grad; with ``auxi_ema=False`` the online encoder
-           without grad, reusing pass 5 for states also in the source.
+        6. target encoder, auxiliary target states (CURL: the positive, an independent crop
+           of s_t), no grad, unless pass 2 already covered them; with ``auxi_ema=False`` the
+           online encoder without grad, reusing pass 5 for states also in the source.
 
         ``shared_window=False`` (default, as released): the RL batch (horizon 1) and the
         auxiliary windows (horizon k) are sampled separately. ``shared_window=True``: one
         window of horizon k feeds both (the RL loss reads its first transition), as CURL
-        shares its batch; this drops s_{t+1} from pass 6 and may drop pass 4, and means the
-        last k-1 transitions of each episode never enter the RL batch.
+        shares its batch; pass 6 merges into pass 2 and pass 4 may drop out, and the last
+        k-1 transitions of each episode never enter the RL batch.
         """
         c = self.config
         batch = self._sample(replay)
@@ -260,11 +269,9 @@ class Agent:
         actor_q = self.critic.q_values(critic_feature, pi).min(0).values
         alpha = self.log_alpha.exp()
         actor_loss = (alpha.detach() * log_pi[:, 0] - actor_q).mean()
-        self.optimizers["actor"].zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=self._actor_grad)  # no gradient into the critic's weights
-        self.optimizers["actor"].step()
         alpha_loss = (alpha * (-log_pi.detach() - self.target_entropy)).mean()
-        self._step(alpha_loss, "alpha")
+        # inputs=: no gradient is computed for the critic's weights.
+        self._step(actor_loss + alpha_loss, "actor", inputs=self._actor_grad)
         entropy = 0.5 * log_std.shape[1] * (1.0 + math.log(2 * math.pi)) + log_std.sum(-1)
         out.update(actor_loss=actor_loss, alpha_loss=alpha_loss, alpha=self.log_alpha.exp(),
                    actor_entropy=entropy.mean())
@@ -314,16 +321,17 @@ class Agent:
         terms = self._representation_terms(batch, source, target_features)
         name = "curl" if self.curl is not None else "aux"
         loss = terms.pop(f"loss_{name}")
-        self._step(loss, "encoder", "aux")
+        self._step(loss, "representation")
         out[f"{name}_loss"] = loss
         out.update(terms)
 
-    def _step(self, loss: torch.Tensor, *names: str) -> None:
-        for name in names:
-            self.optimizers[name].zero_grad(set_to_none=True)
-        loss.backward()
-        for name in names:
-            self.optimizers[name].step()
+    def _step(self, loss: torch.Tensor, name: str, inputs: list | None = None) -> None:
+        optimizer = self.optimizers[name]
+        for group in optimizer.param_groups:  # zero_grad(set_to_none), minus its overhead
+            for p in group["params"]:
+                p.grad = None
+        loss.backward(inputs=inputs)
+        optimizer.step()
 
     # ------------------------------------------------------------------ saving
     def modules(self) -> dict[str, torch.nn.Module]:

@@ -29,6 +29,9 @@ cross-entropy), the contrastive metrics use positive-only forms:
   the positive term of a logistic (NCE) loss: bounded below by 0 and decreasing in the
   positive similarity, with a gradient that fades as s_ii grows, so it cannot pull norms to
   infinity at a constant rate as -mean(s_ii) would (the released comment: "explode").
+
+A normalised metric (``nmse``, ``cos_sim``) on a 1-d target (a single reward) compares
+signs only and passes no gradient: a degenerate point of the search space, kept as is.
 """
 from __future__ import annotations
 

