@@ -344,7 +344,7 @@ def test_report_on_pixels_puts_the_papers_numbers_beside_ours(tmp_path):
 def test_report_of_a_short_state_run_names_its_step_and_shows_no_paper_numbers(tmp_path):
     plan = _plan(["--loss", "a2-winner", "--seeds", "2"] + FAKE_FLAGS)
     _write(tmp_path, plan, _records(plan, 3000, 1000, skip={"SAC__cartpole_swingup__s2"}))
-    eval_report.write_report(tmp_path)
+    assert evaluate.main(["--report", "--run", str(tmp_path)]) == 0  # rebuilds from records
     md = (tmp_path / "summary.md").read_text()
     assert "Return at 3000 env steps (the last checkpoint at or before 100k)" in md
     assert "paper, pixels" not in md and "pixel observations" in md
