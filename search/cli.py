@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from rl.config import TrainConfig
-from search.presets import (NOT_OVERRIDABLE, PRESETS, DispatchConfig, SearchSetup, auto_preset,
+from search.presets import (NOT_OVERRIDABLE, PRESETS, SearchSetup, auto_preset,
                             build_setup, run_name)
 from search.run_folder import RunFolder, RunFolderError
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import sys
 import time
 import types
 from pathlib import Path
@@ -17,7 +16,7 @@ ray = pytest.importorskip("ray")
 from search.cluster import init_ray  # noqa: E402
 from search.dispatch import EngineSearcher, Outcome, Session, error_text, run_tune  # noqa: E402
 from search.display import Display  # noqa: E402
-from search.engine import ROW_COLUMNS, Engine, EngineConfig  # noqa: E402
+from search.engine import ROW_COLUMNS, Engine  # noqa: E402
 from search.presets import DispatchConfig, PRESETS, build_setup  # noqa: E402
 from search.run_folder import RunFolder  # noqa: E402
 
