@@ -11,7 +11,8 @@ default, keeps its initial weights).
 Pixel trunks take uint8 (or float) images in any memory format; the 1/255 scaling is
 folded into the first conv's weights (one elementwise pass fewer per image), and the
 output is flattened in channels-last order, which is a free view when the input is
-channels-last (CPU convolutions run markedly faster in that format).
+channels-last (measured on CPU: the first convolution, over 3 x frame_stack channels, runs
+about 3x faster in that format; the 32-channel ones about as fast as in NCHW).
 """
 from __future__ import annotations
 
