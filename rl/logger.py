@@ -28,6 +28,11 @@ class CsvLog:
         self._writer.writerow(row)
         self._file.flush()
 
+    def write_header(self, columns: list[str]) -> None:
+        self.columns = columns
+        with open(self.path, "w", newline="") as f:
+            csv.DictWriter(f, fieldnames=columns).writeheader()
+
     def close(self) -> None:
         if self._file:
             self._file.close()
@@ -88,6 +93,8 @@ class Logger:
     def close(self) -> None:
         if self._train:
             self._flush_train()
+            if self._train.columns is None:  # no episode ended: still leave a readable file
+                self._train.write_header(_BASE_COLUMNS)
             self._train.close()
         if self._eval:
             self._eval.close()
@@ -95,4 +102,5 @@ class Logger:
             self._tb.close()
 
 
-_BASE_TRAIN_COLUMNS = 5  # env_step, episode, episode_return, duration_s, steps_per_s
+_BASE_COLUMNS = ["env_step", "episode", "episode_return", "duration_s", "steps_per_s"]
+_BASE_TRAIN_COLUMNS = len(_BASE_COLUMNS)

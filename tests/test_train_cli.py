@@ -26,8 +26,8 @@ README_COMMANDS = [
     "--domain_name cheetah_run --encoder_type mlp --encoder_hidden_size 40 --num_layers 1 --agent curl_sac",
     "--domain_name cheetah_run --encoder_type ofe --encoder_hidden_size 40 --num_layers 1 --agent curl_sac",
 ]
-# A tiny budget appended to each command: 2 updates past the warm-up, 1 short evaluation.
-TINY = ("--num_train_steps 160 --init_steps 30 --eval_freq 80 --num_eval_episodes 1 "
+# A tiny budget appended to each command: 10 updates past the warm-up, 2 short evaluations.
+TINY = ("--num_train_steps 160 --init_steps 30 --eval_freq 160 --num_eval_episodes 1 "
         "--batch_size 8 --hidden_dim 32 --replay_buffer_capacity 1000 --seed 3 --quiet")
 
 
@@ -56,12 +56,12 @@ def test_every_readme_command_trains(command, tmp_path):
     meta = json.loads((run / "meta.json").read_text())
     assert "torch" in meta["versions"]
     evals = pd.read_csv(run / "eval.csv")
-    assert list(evals.env_step) == [0, 80, 160]
+    assert list(evals.env_step) == [0, 160]
     result = json.loads((run / "result.json").read_text())
     assert result["failed"] is None
     assert result["approx_aulc"] == pytest.approx(evals.episode_return.mean())
-    train = pd.read_csv(run / "train.csv") if (run / "train.csv").stat().st_size else None
-    assert train is None or "episode_return" in train.columns
+    # cheetah episodes last 250 agent steps: none ended, the file holds just its header
+    assert "episode_return" in pd.read_csv(run / "train.csv").columns
 
 
 @pytest.mark.parametrize("args,flag", [
