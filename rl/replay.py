@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 
 import numpy as np
 
@@ -75,6 +76,16 @@ class ReplayBuffer:
         # Only the oldest shrinks and only the newest grows, so counts stay O(#episodes).
         self._episodes: collections.deque[list[int]] = collections.deque()
         self._counts: dict[int, int] = {}  # horizon -> valid starts; cleared on every write
+
+    def save(self, path) -> None:
+        """Write the stored slots (oldest first) to ``path`` as .npz (``--save_buffer``)."""
+        order = (np.arange(self._size) + (self._head if self._size == self.capacity else 0)) % self.capacity
+        tmp = f"{path}.tmp.npz"
+        np.savez(tmp, frames=self._frames[order], action=self._action[order],
+                 reward=self._reward[order], terminal=self._terminal[order],
+                 episode=self._episode[order], step=self._step[order],
+                 frame_stack=self.frame_stack)
+        os.replace(tmp, path)
 
     # ------------------------------------------------------------------ writing
     def _newest_frame(self, obs: np.ndarray) -> np.ndarray:

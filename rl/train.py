@@ -167,6 +167,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, prog
         if config.save_model and run_dir:
             (run_dir / "model").mkdir(exist_ok=True)
             torch.save(agent.state_dict(), run_dir / "model" / f"agent_{env_step}.pt")
+        if config.save_buffer and run_dir:
+            (run_dir / "buffer").mkdir(exist_ok=True)
+            replay.save(run_dir / "buffer" / "replay.npz")
 
     episode, over = 0, True
     episode_return, episode_start, sums, counts = 0.0, time.time(), {}, {}

@@ -34,7 +34,8 @@ def test_same_seed_twice_gives_identical_evaluation_returns():
 
 
 def test_result_and_run_folder(tmp_path):
-    result = rl_train.train(TINY.replace(genome=named("spr-like"), save_model=True), tmp_path / "r",
+    result = rl_train.train(TINY.replace(genome=named("spr-like"), save_model=True,
+                                         save_buffer=True), tmp_path / "r",
                             threads=1)
     assert result.approx_aulc == pytest.approx(sum(r for _, r in result.curve) / len(result.curve))
     assert result.final_return == result.curve[-1][1]
@@ -47,6 +48,9 @@ def test_result_and_run_folder(tmp_path):
     train = pd.read_csv(tmp_path / "r" / "train.csv")
     assert {"episode_return", "critic_loss", "aux_loss"} <= set(train.columns)
     assert sorted(p.name for p in (tmp_path / "r" / "model").iterdir())[0].startswith("agent_")
+    import numpy as np
+    buffer = np.load(tmp_path / "r" / "buffer" / "replay.npz")
+    assert buffer["frames"].shape[1:] == (5,) and len(buffer["action"]) == len(buffer["frames"]) > 0
 
 
 def test_a_diverging_run_ends_with_a_reason_not_a_crash(monkeypatch):
