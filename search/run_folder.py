@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from rl.run_dir import atomic_write_bytes, atomic_write_json, atomic_write_text
+
 FORMAT = "a2ls-search-run/1"
 # Parts of config.json that define a search: another value is another run. Dispatch
 # settings (address, CPUs per candidate, ...) may change between sessions of one run.
@@ -38,37 +40,7 @@ class RunFolderError(ValueError):
     """A run folder that cannot be used as asked; one line for the user."""
 
 
-# ---------------------------------------------------------------- atomic writes
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, ``os.replace``, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+# Atomic writes live in rl.run_dir (one implementation for train, search, evaluate).
 
 
 def csv_text(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
