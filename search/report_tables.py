@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import math
 import shlex
-import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from spaces import PATTERNS, Genome, GenomeError, patterns
 from search.report_data import Run
+from search.stats import welch_t_test
 
 FLAG_COLUMNS = ("auxi_pred_horizon", "auxi_pred_input_s", "auxi_pred_input_a", "auxi_pred_input_r",
                 "auxi_pred_input_s_", "auxi_pred_output_s", "auxi_pred_output_a",
@@ -139,13 +138,9 @@ def lineage_markdown(entries: list[dict]) -> str:
 
 # --------------------------------------------------------------- patterns
 def welch(with_: np.ndarray, without: np.ndarray) -> tuple[float, float]:
-    """Welch's t statistic and p-value; NaN when a group has fewer than 2 members."""
-    if len(with_) < 2 or len(without) < 2:
-        return math.nan, math.nan
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")  # constant groups: scipy warns and returns NaN
-        t, p = stats.ttest_ind(with_, without, equal_var=False)
-    return float(t), float(p)
+    """Welch's t statistic and p-value (search.stats); NaN when a group has < 2 members."""
+    result = welch_t_test(with_, without)
+    return result.t, result.p
 
 
 def stars(p: float) -> str:
