@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from rl.cli import GENOME_FLAGS
+from rl.cli import GENOME_FLAGS, add_config_flags
 from rl.config import TrainConfig
 from spaces import Genome, GenomeError
 from search import evaluation as ev
@@ -59,19 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max_failures", type=int, default=2, help="retries of a crashed run")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     train = p.add_argument_group("training flags (as train.py)")
-    defaults = TrainConfig()
-    for field in dataclasses.fields(TrainConfig):
-        if field.name in OWN_FIELDS:
-            continue
-        default = getattr(defaults, field.name)
-        if field.name == "auxi_ema":  # store_false, as in the released code and train.py
-            train.add_argument("--auxi_ema", action="store_false", default=True)
-        elif isinstance(default, bool):
-            train.add_argument(f"--{field.name}", action="store_true", default=default)
-        else:
-            kind = {"float": float, "int": int}.get(
-                str(field.type).replace("Optional[", "").rstrip("]"), str)
-            train.add_argument(f"--{field.name}", type=kind, default=default, help=" ")
+    add_config_flags(train, skip=OWN_FIELDS)
     for name in GENOME_FLAGS:  # a genome given as the A2LS flags; missing masks are zeros
         if name == "penalize_negative":
             train.add_argument("--penalize_negative", action="store_true", default=None)

@@ -39,24 +39,29 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog="train.py", description="Train SAC (+ an auxiliary loss) on DMC.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def add_config_flags(parser, skip=()) -> None:
+    """One ``--flag`` per TrainConfig field (not the genome), with its default and type."""
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
-        if field.name == "genome":
+        if field.name == "genome" or field.name in skip:
             continue
         default = getattr(defaults, field.name)
         kwargs = {"help": HELP.get(field.name, " ")}
         if field.name == "auxi_ema":
-            p.add_argument("--auxi_ema", action="store_false", default=True, **kwargs)
+            parser.add_argument("--auxi_ema", action="store_false", default=True, **kwargs)
         elif isinstance(default, bool):
-            p.add_argument(f"--{field.name}", action="store_true", default=default, **kwargs)
+            parser.add_argument(f"--{field.name}", action="store_true", default=default, **kwargs)
         else:
             kind = {"float": float, "int": int, "str": str}.get(
                 str(field.type).replace("Optional[", "").rstrip("]"), str)
-            p.add_argument(f"--{field.name}", type=kind, default=default, **kwargs)
-    genome = defaults.genome.to_flags()
+            parser.add_argument(f"--{field.name}", type=kind, default=default, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="train.py", description="Train SAC (+ an auxiliary loss) on DMC.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_flags(p)
+    genome = TrainConfig().genome.to_flags()
     for name in GENOME_FLAGS:
         if name == "penalize_negative":
             p.add_argument("--penalize_negative", action="store_true", default=False,
