@@ -39,7 +39,7 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    runs = [(a, s) for a in args.agents for s in args.seeds]
+    runs = [(a, s) for s in args.seeds for a in args.agents]  # seed-major: pairs finish together
     pending, running = list(runs), []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
     while pending or running:

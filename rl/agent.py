@@ -5,7 +5,9 @@ Optimizers: each loss steps each parameter once, through one optimizer (SPEC def
 released auxiliary step stepped the encoder with two optimizers). Parameter groups keep
 the released learning rates and betas:
 
-* ``critic``: critic loss -> critic encoder + twin Q (``critic_lr``, ``critic_beta``).
+* ``critic``: critic loss -> critic encoder + twin Q (``critic_lr``, ``critic_beta``);
+  with ``use_action_embedding_for_Q``, as a second group, the action embedding Q reads
+  (``encoder_lr``, beta1 0.9, as the released extra optimizer).
 * ``actor``: actor loss -> actor head + MLP, the actor's own trunk on states, the tied conv
   trunk only with ``update_encoder_with_actorloss`` (``actor_lr``, ``actor_beta``); and,
   as a second group, temperature loss -> log alpha (``alpha_lr``, ``alpha_beta``). One
@@ -14,6 +16,13 @@ the released learning rates and betas:
   two.
 * ``representation``: auxiliary / CURL loss -> critic encoder (``encoder_lr``) and, as a
   second group, the loss module's parameters: predictor, embeddings, W (``encoder_lr``).
+
+``use_action_embedding_for_Q`` (needs ``auxi_sac`` and ``action_embedding``): Q reads the
+auxiliary loss's action embedding of the action instead of the raw action; the target
+critic holds an EMA copy (``encoder_tau``) for the bootstrap. The actor loss passes its
+gradient through the embedding to the policy's action, never to the embedding's weights
+(the released code, with the encoder detached from the actor loss, its default, embedded
+the policy action under ``no_grad``, so the actor got no gradient from Q at all).
 """
 from __future__ import annotations
 
@@ -25,7 +34,7 @@ import numpy as np
 import torch
 
 from rl.augment import WindowStates, center_crop
-from rl.aux_loss import AuxLoss
+from rl.aux_loss import AuxLoss, Embedding
 from rl.config import TrainConfig
 from rl.curl import CurlLoss
 from rl.networks import Actor, Critic, Encoder, feature_dim_of, make_trunk, weight_init
@@ -53,8 +62,6 @@ class Agent:
         c = self.config = config
         self.device, self.action_dim = torch.device(device), action_dim
         self.pixels = c.encoder_type == "pixel"
-        if c.use_action_embedding_for_Q:
-            raise ValueError("--use_action_embedding_for_Q: not supported")
         if self.pixels and c.agent == "pixel_sac" and obs_shape[-1] != c.image_size:
             raise ValueError(f"--image_size: pixel_sac renders at --image_size {c.image_size}, "
                              f"got observations of size {obs_shape[-1]}")
@@ -68,7 +75,11 @@ class Agent:
             return make_trunk(c.encoder_type, enc_shape, c.num_layers, c.num_filters,
                               c.encoder_hidden_size)
 
-        self.critic = Critic(Encoder(trunk(), feature), action_dim, c.hidden_dim).to(self.device)
+        # Q's action embedding is the auxiliary loss's (shared module), made here, before the
+        # target critic copies the critic.
+        q_embed = Embedding(action_dim, feature) if c.use_action_embedding_for_Q else None
+        self.critic = Critic(Encoder(trunk(), feature), action_dim, c.hidden_dim,
+                             action_encoder=q_embed).to(self.device)
         self.critic.encoder.apply(weight_init)
         # Only conv layers are tied (released code): on states the actor has its own trunk.
         self.tied = self.pixels
@@ -86,7 +97,8 @@ class Agent:
         if c.agent == "auxi_sac":
             self.aux = AuxLoss(c.genome, feature, action_dim, action_embedding=c.action_embedding,
                                reward_embedding=c.reward_embedding,
-                               coef=c.auxi_coef).to(self.device)
+                               coef=c.auxi_coef, action_embed=self.critic.action_encoder
+                               ).to(self.device)
         elif c.agent == "curl_sac":
             self.curl = CurlLoss(feature).to(self.device)
 
@@ -97,8 +109,13 @@ class Agent:
         self._actor_grad = (list(actor_params) if c.update_encoder_with_actorloss else (
             list(self.actor.head.parameters()) + list(self.actor.mlp.parameters()))) + [
             self.log_alpha]
+        embed = list(q_embed.parameters()) if q_embed is not None else []
+        critic_groups = [([p for p in self.critic.parameters()
+                           if not any(p is e for e in embed)], c.critic_lr, c.critic_beta)]
+        if embed:
+            critic_groups.append((embed, c.encoder_lr, 0.9))
         self.optimizers = {
-            "critic": _adam((self.critic.parameters(), c.critic_lr, c.critic_beta)),
+            "critic": _adam(*critic_groups),
             "actor": _adam((actor_params, c.actor_lr, c.actor_beta),
                            ([self.log_alpha], c.alpha_lr, c.alpha_beta)),
         }
@@ -111,6 +128,9 @@ class Agent:
             (list(self.critic_target.q.parameters()), list(self.critic.q.parameters()), c.critic_tau),
             (list(self.critic_target.encoder.parameters()), list(self.critic.encoder.parameters()),
              c.encoder_tau)]
+        if q_embed is not None:
+            self._ema_pairs.append((list(self.critic_target.action_encoder.parameters()),
+                                    embed, c.encoder_tau))
         self.train(True)
 
     # ------------------------------------------------------------------ acting

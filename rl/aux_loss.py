@@ -47,6 +47,7 @@ class Embedding(nn.Module):
 
     def __init__(self, in_dim: int, feature_dim: int):
         super().__init__()
+        self.out_dim = feature_dim
         self.net = nn.Sequential(nn.Linear(in_dim, feature_dim), nn.Linear(feature_dim, feature_dim),
                                  nn.LayerNorm(feature_dim), nn.Tanh())
 
@@ -97,11 +98,14 @@ class AuxLoss(nn.Module):
 
     The caller encodes the states at ``source_states`` (online encoder, with gradient) and
     ``target_states`` (EMA target encoder, no gradient) and passes the features in.
+    ``action_embed``: an existing action :class:`Embedding` to use as this loss's (the one
+    Q reads with ``--use_action_embedding_for_Q``); it stays registered here too, so the
+    loss's optimizer steps it.
     """
 
     def __init__(self, genome: Genome, feature_dim: int, action_dim: int, *,
                  action_embedding: bool = False, reward_embedding: bool = False,
-                 coef: float = 1.0):
+                 coef: float = 1.0, action_embed: nn.Module | None = None):
         super().__init__()
         reason = build_error(genome)
         if reason:  # "empty source" / "empty target"
@@ -115,11 +119,12 @@ class AuxLoss(nn.Module):
         self.target_states = genome.offsets("target", "s")
         self.target_actions = list(genome.offsets("target", "a"))
         self.target_rewards = list(genome.offsets("target", "r"))
-        self.action_embed = (Embedding(action_dim, feature_dim)
-                             if action_embedding and self.source_actions else None)
+        if action_embed is None and action_embedding and self.source_actions:
+            action_embed = Embedding(action_dim, feature_dim)
+        self.action_embed = action_embed
         self.reward_embed = (Embedding(1, feature_dim)
                              if reward_embedding and self.source_rewards else None)
-        a_dim = feature_dim if self.action_embed else action_dim
+        a_dim = self.action_embed.out_dim if self.action_embed is not None else action_dim
         r_dim = feature_dim if self.reward_embed else 1
         d_in = (len(self.source_states) * feature_dim + len(self.source_actions) * a_dim
                 + len(self.source_rewards) * r_dim)
@@ -145,7 +150,7 @@ class AuxLoss(nn.Module):
             pieces.append(source_states.transpose(0, 1).reshape(b, -1))
         if self.source_actions:
             a = action[:, self.source_actions]
-            pieces.append((self.action_embed(a) if self.action_embed else a).reshape(b, -1))
+            pieces.append((self.action_embed(a) if self.action_embed is not None else a).reshape(b, -1))
         if self.source_rewards:
             r = reward[:, self.source_rewards, None]
             pieces.append((self.reward_embed(r) if self.reward_embed else r).reshape(b, -1))

@@ -183,5 +183,8 @@ def validate(c: TrainConfig) -> None:
     need(c.prediction_type == "mlp", "prediction_type", "only 'mlp' is supported")
     need(c.auxi_batchsize == c.batch_size, "auxi_batchsize",
          "must equal --batch_size (the released code does not support another value either)")
+    need(not c.use_action_embedding_for_Q or (c.agent == "auxi_sac" and c.action_embedding),
+         "use_action_embedding_for_Q", "needs --agent auxi_sac and --action_embedding (Q reads "
+         "the auxiliary loss's action embedding)")
     need(c.device in ("auto", "cpu", "cuda") or c.device.startswith("cuda:"), "device",
          f"unknown device {c.device!r}")

@@ -209,16 +209,29 @@ class TwinQ(nn.Module):
 
 
 class Critic(nn.Module):
-    """Encoder g_theta and twin Q on [feature, action]."""
+    """Encoder g_theta and twin Q on [feature, action].
 
-    def __init__(self, encoder: Encoder, action_dim: int, hidden_dim: int):
+    With an ``action_encoder`` (``--use_action_embedding_for_Q``: the auxiliary loss's
+    action embedding, a module with an ``out_dim``) Q reads [feature, embedding(action)].
+    """
+
+    def __init__(self, encoder: Encoder, action_dim: int, hidden_dim: int,
+                 action_encoder: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
-        self.q = TwinQ(encoder.feature_dim + action_dim, hidden_dim)
+        self.action_encoder = action_encoder
+        action_in = action_encoder.out_dim if action_encoder is not None else action_dim
+        self.q = TwinQ(encoder.feature_dim + action_in, hidden_dim)
 
-    def q_values(self, feature: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    def q_values(self, feature: torch.Tensor, action: torch.Tensor,
+                 detach_action_encoder: bool = False) -> torch.Tensor:
+        if self.action_encoder is not None:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_action_encoder):
+                action = self.action_encoder(action)
         return self.q(torch.cat([feature, action], dim=-1))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor,
                 detach_trunk: bool = False) -> torch.Tensor:
-        return self.q_values(self.encoder(obs, detach_trunk), action)
+        """``detach_trunk`` (``--detach_encoder``) also keeps the critic loss out of the
+        action embedding, as released."""
+        return self.q_values(self.encoder(obs, detach_trunk), action, detach_trunk)

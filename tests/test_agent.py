@@ -313,6 +313,62 @@ def test_random_crop_is_one_corner_per_state_for_all_its_frames():
             assert corners  # every channel (all S frames) cut at the same corner
 
 
-def test_unsupported_flag_is_refused():
-    with pytest.raises(ValueError, match="--use_action_embedding_for_Q"):
+def test_action_embedding_for_q_needs_the_auxiliary_action_embedding():
+    with pytest.raises(ValueError, match="--use_action_embedding_for_Q: needs"):
         tiny("auxi_sac", use_action_embedding_for_Q=True)
+    with pytest.raises(ValueError, match="--use_action_embedding_for_Q: needs"):
+        tiny("pixel_sac", use_action_embedding_for_Q=True, action_embedding=True)
+
+
+@pytest.mark.parametrize("pixels", [False, True], ids=["states", "pixels"])
+def test_action_embedding_for_q_routing(pixels):
+    """Q reads the aux loss's action embedding; critic and aux losses train it, the actor
+    loss reaches the policy through it but not its weights; the target holds an EMA copy."""
+    torch.manual_seed(0)
+    agent, replay = tiny("auxi_sac", pixels, use_action_embedding_for_Q=True,
+                         action_embedding=True)
+    embed = agent.critic.action_encoder
+    assert embed is agent.aux.action_embed  # one module, shared
+    assert agent.critic_target.action_encoder is not embed
+    assert agent.critic.q.w1.shape[1] == agent.critic.encoder.feature_dim + embed.out_dim
+    critic_groups = [{id(p) for p in g["params"]} for g in agent.optimizers["critic"].param_groups]
+    assert critic_groups[1] == {id(p) for p in embed.parameters()}
+    assert agent.optimizers["critic"].param_groups[1]["lr"] == agent.config.encoder_lr
+    assert not critic_groups[0] & critic_groups[1]
+
+    calls = []
+    _grad_hooks(embed, calls)
+    actor_before = [p.clone() for p in agent.actor.mlp.parameters()]
+    agent._update_actor(agent._sample(replay), None, {})
+    assert calls == []  # the actor loss never computes the embedding's weight gradients
+    assert any(not torch.equal(a, p) for a, p in zip(actor_before, agent.actor.mlp.parameters()))
+    batch = agent._sample(replay)
+    feature = agent.critic.encoder(batch.rl.get((0,))).detach()
+    action = batch.action.clone().requires_grad_(True)
+    agent.critic.q_values(feature, action).sum().backward()
+    assert action.grad.abs().sum() > 0  # Q's gradient reaches the action through the embedding
+
+    before = [p.clone() for p in embed.parameters()]
+    target_before = [p.clone() for p in agent.critic_target.action_encoder.parameters()]
+    agent._update_critic(agent._sample(replay), {})
+    assert calls  # the critic loss trains the embedding
+    assert all(not torch.equal(a, p) for a, p in zip(before, embed.parameters()))
+    calls.clear()
+    agent.representation_terms(replay)["loss_aux"].backward()
+    assert calls  # so does the auxiliary loss
+    agent._update_targets()
+    tau = agent.config.encoder_tau
+    for old, target, online in zip(target_before, agent.critic_target.action_encoder.parameters(),
+                                   embed.parameters()):
+        assert torch.allclose(target, old + tau * (online - old))
+    assert np.isfinite(list(agent.update(replay, 2).values())).all()
+
+
+def test_detach_encoder_keeps_the_critic_loss_out_of_the_action_embedding():
+    torch.manual_seed(0)
+    agent, replay = tiny("auxi_sac", False, use_action_embedding_for_Q=True,
+                         action_embedding=True, detach_encoder=True)
+    calls = []
+    _grad_hooks(agent.critic.action_encoder, calls)
+    agent._update_critic(agent._sample(replay), {})
+    assert calls == []
