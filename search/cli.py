@@ -186,7 +186,8 @@ def execute(todo: Plan, *, train_fn: Any = None, stream: TextIO | None = None) -
             done = Snapshot.of(engine)
             notes += (f"resumed: {done.trained} trained, {done.failed} failed, "
                       f"{len(engine.in_flight())} were in flight and run again",)
-        session = dispatch.Session(engine, folder, display)
+        session = dispatch.Session(engine, folder, display,
+                                   min_interval_s=1.0 if setup.planted else 0.0)
         session.save()  # on resume: population views rebuilt from the engine state
         resume_hint = f"python search.py --resume {folder.path}"
         try:

@@ -103,21 +103,49 @@ def make_trainable(base: Any, threads: int, train_fn: TrainFn | None = None) -> 
 
 # ---------------------------------------------------------------- the session
 class Session:
-    """Driver-side bookkeeping of one search session, shared by the Tune and planted drivers."""
+    """Driver-side bookkeeping of one search session, shared by the Tune and planted drivers.
 
-    def __init__(self, engine: Engine, folder: RunFolder, display: Display) -> None:
+    ``min_interval_s``: the least time between two saves of the run folder and two status
+    snapshots (each O(population)). 0 for training, where every result is saved as it
+    comes; the planted driver, which tells thousands of results a second, uses a second
+    (a kill then loses at most that second of cheap evaluations) and ends with
+    :meth:`flush`.
+    """
+
+    def __init__(self, engine: Engine, folder: RunFolder, display: Display,
+                 min_interval_s: float = 0.0) -> None:
         self.engine = engine
         self.folder = folder
         self.display = display
+        self.min_interval_s = min_interval_s
         self.timings: list[dict[str, Any]] = []   # per finished trial, for bench/search_overhead.py
         self._started: dict[str, float] = {}
+        self._saved_at = self._snapshot_at = -math.inf
+        self._snapshot: Snapshot | None = None
+        self._unsaved = False
 
-    def save(self) -> None:
+    def save(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._saved_at < self.min_interval_s:
+            self._unsaved = True
+            return
         self.folder.save(self.engine.state_dict(), self.engine.rows(), ROW_COLUMNS)
+        self._saved_at, self._unsaved = time.monotonic(), False
+
+    def snapshot(self, force: bool = False) -> Snapshot:
+        if force or self._snapshot is None or (
+                time.monotonic() - self._snapshot_at >= self.min_interval_s):
+            self._snapshot, self._snapshot_at = Snapshot.of(self.engine), time.monotonic()
+        return self._snapshot
+
+    def flush(self) -> None:
+        """Save what a throttled :meth:`save` skipped; redraw the status from the engine."""
+        if self._unsaved:
+            self.save(force=True)
+        self.display.update(self.snapshot(force=True), quiet=True)
 
     def started(self, trial: Trial) -> None:
         self._started[trial.key] = time.monotonic()
-        self.display.update(Snapshot.of(self.engine), quiet=True)
+        self.display.update(self.snapshot(), quiet=True)
 
     def record(self, trial: Trial, outcome: Outcome) -> None:
         """Curve, tell, save (engine state first), display: in this order, so that after a
@@ -137,28 +165,34 @@ class Session:
             event = f"{c.id} seed {trial.seed}: fitness {outcome.fitness:.4g} ({where}, {outcome.worker})"
         else:
             event = f"FAILED {c.id} seed {trial.seed}: {outcome.error} ({where})"
-        self.display.update(Snapshot.of(self.engine), event, important=outcome.error is not None)
+        self.display.update(self.snapshot(force=outcome.error is not None), event,
+                            important=outcome.error is not None)
 
     def retrying(self, trial: Trial, attempt: int, error: str) -> None:
-        self.display.update(Snapshot.of(self.engine),
+        self.display.update(self.snapshot(force=True),
                             f"retrying {trial.candidate.id} seed {trial.seed} "
                             f"(attempt {attempt + 1}): {error}", important=True)
 
 
 # ---------------------------------------------------------------- planted fitness
 def run_planted(session: Session, target: Genome) -> bool:
-    """The search against a planted genome, in the driver, without Ray (seconds)."""
+    """The search against a planted genome, in the driver, without Ray (seconds; give the
+    session a ``min_interval_s``, or the saves make it quadratic in the budget)."""
     score = planted_fitness(target)
     engine = session.engine
-    while not engine.finished:
-        trial = engine.ask()
-        if trial is None:
-            raise RuntimeError("engine: nothing to ask although nothing is in flight")
-        session.started(trial)
-        started = time.time()
-        fitness = float(score(trial.candidate.genome))
-        session.record(trial, Outcome(fitness, final_return=fitness, wall_s=time.time() - started,
-                                      worker=worker_name(), steps=0))
+    try:
+        while not engine.finished:
+            trial = engine.ask()
+            if trial is None:
+                raise RuntimeError("engine: nothing to ask although nothing is in flight")
+            session.started(trial)
+            started = time.time()
+            fitness = float(score(trial.candidate.genome))
+            session.record(trial, Outcome(fitness, final_return=fitness,
+                                          wall_s=time.time() - started,
+                                          worker=worker_name(), steps=0))
+    finally:  # also on Ctrl-C: the folder holds every result told so far
+        session.flush()
     return True
 
 

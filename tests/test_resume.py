@@ -175,3 +175,28 @@ def test_a_used_folder_is_refused_and_left_alone(tmp_path):
     with pytest.raises(RunFolderError, match="not a search run"):
         RunFolder.load(other)
     RunFolder.check_new(tmp_path / "empty", same)  # a new or empty folder is fine
+
+
+def test_planted_session_saves_at_most_once_a_interval_and_flushes_at_the_end(tmp_path):
+    """The planted driver tells thousands of results a second: its saves are throttled
+    (otherwise quadratic in the budget), and what it skipped is written when it ends."""
+    pytest.importorskip("ray")
+    import io
+
+    from search.dispatch import Session, run_planted
+    from search.display import Display
+    from spaces import named
+
+    folder, _ = new_folder(tmp_path)
+    engine = Engine(EngineConfig(population=10, budget=60, seed=3))
+    saves = []
+    original = folder.save
+    folder.save = lambda *args: (saves.append(len(args[1])), original(*args))
+    session = Session(engine, folder, Display(io.StringIO(), tty=False), min_interval_s=3600)
+    assert run_planted(session, named("a2-winner")) and engine.finished
+    assert len(saves) == 2  # the first result, then the flush
+    rows = read_rows(folder.path)
+    assert len(rows) == len(engine.rows()) == saves[-1]
+    assert sum(r["status"] == "trained" for r in rows) == 60
+    resumed = Engine.from_state_dict(RunFolder.load(folder.path).engine_state())
+    assert resumed.finished and resumed.rows() == engine.rows()
