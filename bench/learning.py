@@ -5,7 +5,9 @@
 Runs the README's vector commands (README defaults otherwise: batch 512, hidden 1024) for
 each seed, one process per run (``--jobs`` at a time, torch threads split between them),
 then prints the curves, the mean return by 50k steps, and writes ``curves.csv`` and
-``curves.png``. The released code reached 865 (SAC) and 879 (A2-winner) by 50k with seed 1.
+``curves.png``. Run again with the same ``--out``, it skips finished runs and restarts
+unfinished ones (moved aside to ``NAME.unfinished``). The released code reached 865 (SAC)
+and 879 (A2-winner) by 50k with seed 1.
 """
 from __future__ import annotations
 
@@ -48,6 +50,14 @@ def main() -> int:
             run_dir = out / f"{agent}-s{seed}"
             if (run_dir / "result.json").exists():
                 continue
+            if run_dir.exists():  # an unfinished run (killed): keep it aside, start again
+                aside = run_dir.with_name(f"{run_dir.name}.unfinished")
+                n = 1
+                while aside.exists():
+                    n += 1
+                    aside = run_dir.with_name(f"{run_dir.name}.unfinished{n}")
+                run_dir.rename(aside)
+                print(f"{run_dir} was unfinished: moved to {aside.name}", flush=True)
             cmd = [sys.executable, str(ROOT / "train.py"), "--domain_name", args.task,
                    *AGENTS[agent].split(), "--seed", str(seed), "--num_train_steps",
                    str(args.num_train_steps), "--run", str(run_dir), "--quiet", *args.extra.split()]
