@@ -77,6 +77,7 @@ def test_every_readme_command_trains(command, tmp_path):
     ("--auxi_pred_input_s 0000 --auxi_pred_input_a 0000 --auxi_pred_input_r 0000", "--auxi_pred"),
     ("--auxi_pred_output_s 0000 --auxi_pred_output_s_ 0", "--auxi_pred"),
     ("--num_train_steps ten", "--num_train_steps"),
+    ("--use_action_embedding_for_Q", "--use_action_embedding_for_Q"),  # needs --action_embedding
 ])
 def test_bad_input_is_one_line_exit_2_and_no_run_folder(args, flag, tmp_path):
     proc = run_train(f"{args} --run {tmp_path / 'run'}", tmp_path, timeout=120)
