@@ -109,11 +109,10 @@ class Agent:
         self._actor_grad = (list(actor_params) if c.update_encoder_with_actorloss else (
             list(self.actor.head.parameters()) + list(self.actor.mlp.parameters()))) + [
             self.log_alpha]
-        embed = list(q_embed.parameters()) if q_embed is not None else []
-        critic_groups = [([p for p in self.critic.parameters()
-                           if not any(p is e for e in embed)], c.critic_lr, c.critic_beta)]
-        if embed:
-            critic_groups.append((embed, c.encoder_lr, 0.9))
+        critic_groups = [(list(self.critic.encoder.parameters()) + list(self.critic.q.parameters()),
+                          c.critic_lr, c.critic_beta)]
+        if q_embed is not None:
+            critic_groups.append((q_embed.parameters(), c.encoder_lr, 0.9))
         self.optimizers = {
             "critic": _adam(*critic_groups),
             "actor": _adam((actor_params, c.actor_lr, c.actor_beta),
@@ -130,7 +129,7 @@ class Agent:
              c.encoder_tau)]
         if q_embed is not None:
             self._ema_pairs.append((list(self.critic_target.action_encoder.parameters()),
-                                    embed, c.encoder_tau))
+                                    list(q_embed.parameters()), c.encoder_tau))
         self.train(True)
 
     # ------------------------------------------------------------------ acting

@@ -125,7 +125,7 @@ class AuxLoss(nn.Module):
         self.reward_embed = (Embedding(1, feature_dim)
                              if reward_embedding and self.source_rewards else None)
         a_dim = self.action_embed.out_dim if self.action_embed is not None else action_dim
-        r_dim = feature_dim if self.reward_embed else 1
+        r_dim = feature_dim if self.reward_embed is not None else 1
         d_in = (len(self.source_states) * feature_dim + len(self.source_actions) * a_dim
                 + len(self.source_rewards) * r_dim)
         self.target_dim = (len(self.target_states) * feature_dim
@@ -153,7 +153,7 @@ class AuxLoss(nn.Module):
             pieces.append((self.action_embed(a) if self.action_embed is not None else a).reshape(b, -1))
         if self.source_rewards:
             r = reward[:, self.source_rewards, None]
-            pieces.append((self.reward_embed(r) if self.reward_embed else r).reshape(b, -1))
+            pieces.append((self.reward_embed(r) if self.reward_embed is not None else r).reshape(b, -1))
         pred = self.predictor(torch.cat(pieces, dim=1))
         targets = []
         if self.target_states:

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
 
 import numpy as np
+
+from rl.run_dir import atomic_file
 
 _EXACT_BELOW = 0.05  # acceptance rate under which sampling enumerates the valid starts instead
 
@@ -80,12 +81,11 @@ class ReplayBuffer:
     def save(self, path) -> None:
         """Write the stored slots (oldest first) to ``path`` as .npz (``--save_buffer``)."""
         order = (np.arange(self._size) + (self._head if self._size == self.capacity else 0)) % self.capacity
-        tmp = f"{path}.tmp.npz"
-        np.savez(tmp, frames=self._frames[order], action=self._action[order],
-                 reward=self._reward[order], terminal=self._terminal[order],
-                 episode=self._episode[order], step=self._step[order],
-                 frame_stack=self.frame_stack)
-        os.replace(tmp, path)
+        with atomic_file(path) as f:
+            np.savez(f, frames=self._frames[order], action=self._action[order],
+                     reward=self._reward[order], terminal=self._terminal[order],
+                     episode=self._episode[order], step=self._step[order],
+                     frame_stack=self.frame_stack)
 
     # ------------------------------------------------------------------ writing
     def _newest_frame(self, obs: np.ndarray) -> np.ndarray:

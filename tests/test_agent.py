@@ -14,7 +14,6 @@ from rl.augment import window_states
 from rl.config import TrainConfig, resolve
 from rl.networks import OfeTrunk, TwinQ
 from rl.replay import ReplayBuffer
-from spaces import named
 
 torch.set_num_threads(1)
 
