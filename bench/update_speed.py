@@ -12,11 +12,18 @@ clock) as the last line. ``--released`` times instead a
 compact re-enactment of the released code's update (its passes, per-time-step encoder
 calls, two Q modules, for-loop Adam, the auxiliary step through two optimizers), so the
 two can be compared on the same machine; it trains nothing and is used nowhere else.
+``--alternate`` times both in one process, an update of each in turn, and prints
+``speedup=X`` (the released mean over ours) before the last line. ``--allocator``: ``ours`` sets glibc's malloc thresholds as ``rl.train.train`` does
+(``rl.allocator``), ``glibc`` leaves the defaults; by default each side runs as it would in
+practice (ours tuned, the released re-enactment with glibc's defaults). The minor page
+faults per update are printed too. ``bench/speedup.py`` alternates the two in fresh
+processes and compares medians.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import resource
 import sys
 import time
 from pathlib import Path
@@ -30,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rl.agent import make_agent  # noqa: E402
+from rl.allocator import keep_freed_memory  # noqa: E402
 from rl.augment import window_states  # noqa: E402
 from rl.config import TrainConfig, resolve  # noqa: E402
 from rl.networks import feature_dim_of, weight_init  # noqa: E402
@@ -201,11 +209,20 @@ def main(argv=None) -> None:
     p.add_argument("--num_layers", type=int, default=None, help="default: 4 pixel, 1 otherwise")
     p.add_argument("--shared_window", action="store_true")
     p.add_argument("--released", action="store_true", help="time the released update instead")
+    p.add_argument("--allocator", choices=("ours", "glibc"), default=None,
+                   help="malloc thresholds (default: ours, glibc with --released)")
+    p.add_argument("--alternate", action="store_true",
+                   help="ours and the released one in turn, in this process (one allocator)")
     a = p.parse_args(argv)
     if min(a.batch_size, a.hidden_dim, a.steps, a.threads, a.encoder_hidden_size) < 1:
         p.error("--batch_size, --hidden_dim, --steps, --threads, --encoder_hidden_size must be >= 1")
-    if a.released and a.agent != "auxi_sac":
-        p.error("--released re-enacts auxi_sac only")
+    if (a.released or a.alternate) and a.agent != "auxi_sac":
+        p.error("--released and --alternate re-enact auxi_sac only")
+    if a.released and a.alternate:
+        p.error("--alternate times both: leave out --released")
+    allocator = a.allocator or ("glibc" if a.released else "ours")
+    if allocator == "ours" and not keep_freed_memory():
+        print("note: no glibc mallopt here; the allocator is left as it is")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     pixels = a.encoder_type == "pixel"
@@ -215,31 +232,58 @@ def main(argv=None) -> None:
         num_layers=a.num_layers or (4 if pixels else 1), shared_window=a.shared_window,
         pre_transform_image_size=84 if a.agent == "pixel_sac" else 100))
     replay = synthetic_replay(pixels, max(2 * EPISODE, 4 * a.batch_size))
-    if a.released:
-        crop_shape = (3 * STACK, config.image_size, config.image_size) if pixels else (OBS_DIM,)
-        agent = _Released(config, crop_shape, ACTION_DIM)
-    else:
+
+    def build(released: bool):
+        if released:
+            crop_shape = (3 * STACK, config.image_size, config.image_size) if pixels else (OBS_DIM,)
+            return _Released(config, crop_shape, ACTION_DIM)
         shape = (3 * STACK, config.render_size, config.render_size) if pixels else (OBS_DIM,)
-        agent = make_agent(config, shape, ACTION_DIM, torch.device("cpu"))
+        return make_agent(config, shape, ACTION_DIM, torch.device("cpu"))
+
+    if a.alternate:
+        return alternate(build(False), build(True), replay, a.steps, allocator)
+    agent = build(a.released)
     for step in range(2):  # warm-up (allocator, oneDNN primitive caches)
         agent.update(replay, step)
     with FlopCounterMode(display=False) as counter:
         agent.update(replay, 2)  # an actor step and a step without
         agent.update(replay, 3)
     flops = counter.get_total_flops() / 2
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start, cpu_start = time.perf_counter(), time.process_time()
     for step in range(a.steps):
         agent.update(replay, 4 + step)
     seconds = (time.perf_counter() - start) / a.steps
     cpu_ms = 1000 * (time.process_time() - cpu_start) / a.steps  # sturdier on a shared machine
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / a.steps
     peak = matmul_rate()
     what = "released re-enactment" if a.released else config.agent
     print(f"{what} {a.encoder_type} batch={a.batch_size} hidden={a.hidden_dim} "
-          f"threads={a.threads} shared_window={a.shared_window}: "
+          f"threads={a.threads} shared_window={a.shared_window} allocator={allocator}: "
           f"{flops / 1e9:.3f} GFLOP/update (mean of an actor and a non-actor step), {flops / seconds / 1e9:.1f} GFLOP/s "
           f"achieved vs {peak / 1e9:.1f} GFLOP/s matmul ({100 * flops / seconds / peak:.0f}%), "
-          f"cpu_ms_per_update={cpu_ms:.2f}")
+          f"cpu_ms_per_update={cpu_ms:.2f}, minor_page_faults_per_update={faults:.0f}")
     print(f"ms_per_update={1000 * seconds:.2f}")
+
+
+def alternate(ours, released, replay, steps: int, allocator: str) -> None:
+    """Ours and the released re-enactment in turn, an update each, ``steps`` rounds: a slow
+    spell of the machine hits both alike. Both run under the same allocator."""
+    for step in range(4):  # warm-up
+        ours.update(replay, step), released.update(replay, step)
+    times = {"ours": [], "released": []}
+    for step in range(4, 4 + steps):
+        for name, agent in (("ours", ours), ("released", released)):
+            start = time.perf_counter()
+            agent.update(replay, step)
+            times[name].append(time.perf_counter() - start)
+    ratios = sorted(r / o for o, r in zip(times["ours"], times["released"]))
+    ours_ms, released_ms = (1000 * sum(times[k]) / steps for k in ("ours", "released"))
+    print(f"alternating {steps} rounds, allocator={allocator}: released {released_ms:.2f} ms/update, "
+          f"ours {ours_ms:.2f} ms/update; per-round speed-up median "
+          f"{ratios[len(ratios) // 2]:.2f}x (min {ratios[0]:.2f}, max {ratios[-1]:.2f})")
+    print(f"speedup={released_ms / ours_ms:.2f}")
+    print(f"ms_per_update={ours_ms:.2f}")
 
 
 if __name__ == "__main__":

@@ -136,6 +136,13 @@ class Encoder(nn.Module):
         self.feature_dim = feature_dim
 
     def forward(self, obs: torch.Tensor, detach_trunk: bool = False) -> torch.Tensor:
+        if obs.device.type == "cpu" and obs.shape[0] > CPU_CHUNK and isinstance(self.trunk, ConvTrunk):
+            # Trunk and head a chunk at a time: the chunks' feature maps (39200 floats an
+            # image) are never concatenated, only their 50-d features.
+            return torch.cat([self._forward(part, detach_trunk) for part in obs.split(CPU_CHUNK)])
+        return self._forward(obs, detach_trunk)
+
+    def _forward(self, obs: torch.Tensor, detach_trunk: bool) -> torch.Tensor:
         h = self.trunk(obs)
         return self.head(h.detach() if detach_trunk else h)
 

@@ -12,6 +12,7 @@ import torch.nn as nn
 from rl.agent import make_agent
 from rl.augment import window_states
 from rl.config import TrainConfig, resolve
+from rl import networks
 from rl.networks import OfeTrunk, TwinQ
 from rl.replay import ReplayBuffer
 
@@ -287,6 +288,28 @@ def test_encoders_end_in_layer_norm_and_ofe_is_dense():
                                                encoder_hidden_size=8, hidden_dim=16)),
                            (OBS_DIM,), ACTIONS, torch.device("cpu"))
     assert ofe_agent.critic.encoder.feature_dim == OBS_DIM + 16  # released: feature = trunk width
+
+
+def test_encoder_call_over_many_images_runs_a_chunk_at_a_time(monkeypatch):
+    """On CPU an encoder call over more than CPU_CHUNK images runs trunk + head per chunk
+    (no concatenated feature maps): the same features and weight gradients as one call."""
+    torch.manual_seed(0)
+    agent, _ = tiny("auxi_sac")
+    encoder = agent.critic.encoder
+    obs = torch.randint(0, 256, (10, 3 * STACK, CROP, CROP), dtype=torch.uint8)
+    params = list(encoder.parameters())
+    whole = encoder(obs)
+    whole_grads = torch.autograd.grad(whole.square().sum(), params)
+    calls = []
+    encoder.trunk.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    monkeypatch.setattr(networks, "CPU_CHUNK", 4)
+    for detach in (False, True):
+        chunked = encoder(obs, detach_trunk=detach)
+        assert torch.allclose(chunked, whole, atol=1e-5)
+    assert calls == [4, 4, 2, 4, 4, 2]
+    grads = torch.autograd.grad(encoder(obs).square().sum(), params)
+    for got, want in zip(grads, whole_grads):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_actor_log_std_stays_in_bounds():
