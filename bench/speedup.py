@@ -24,7 +24,7 @@ BENCH = Path(__file__).resolve().parent / "update_speed.py"
 
 def time_once(args: list[str]) -> tuple[float, str]:
     proc = subprocess.run([sys.executable, str(BENCH), *args], capture_output=True, text=True)
-    found = re.search(r"ms_per_update=([0-9.]+)", proc.stdout)
+    found = re.search(r"^ms_per_update=([0-9.]+)", proc.stdout, re.M)  # wall clock, not cpu_ms
     if proc.returncode != 0 or not found:
         raise SystemExit(f"update_speed.py {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
     faults = re.search(r"minor_page_faults_per_update=(\d+)", proc.stdout)

@@ -1,0 +1,89 @@
+"""Does a flag change learning? Two folders of finished runs, compared seed by seed.
+
+    python bench/compare_learning.py results/sw_separate results/sw_shared --labels separate shared
+
+Each folder holds run folders (``train.py --run`` / ``bench/learning.py --out``) with
+``config.json``, ``eval.csv`` and ``result.json``; runs are matched by seed. For every run:
+the approximate AULC (mean evaluation return over the checkpoints up to ``--at``) and the
+return at ``--at``. Printed: both per seed, each side's mean with its 95% t-interval,
+Welch's t-test, and the paired difference (B - A, same seeds: same initial weights and
+environment seeds) with its 95% t-interval. ``--plot`` writes the mean curves.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from search.stats import summarize, welch_t_test  # noqa: E402
+
+
+def load(folder: Path, at: int) -> pd.DataFrame:
+    """One row per finished run: seed, approx_aulc, final (return at ``at``), curve."""
+    rows = []
+    for run in sorted(p for p in folder.iterdir() if (p / "result.json").exists()):
+        seed = json.loads((run / "config.json").read_text())["seed"]
+        curve = pd.read_csv(run / "eval.csv")
+        curve = curve[curve.env_step <= at]
+        if curve.empty or curve.env_step.max() != at:
+            raise SystemExit(f"{run}: no evaluation at env step {at}")
+        rows.append({"seed": seed, "approx_aulc": curve.episode_return.mean(),
+                     "final": float(curve.episode_return.iloc[-1]),
+                     "curve": curve.set_index("env_step").episode_return})
+    if not rows:
+        raise SystemExit(f"{folder}: no finished runs (run folders with result.json)")
+    return pd.DataFrame(rows).set_index("seed").sort_index()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("a", type=Path)
+    p.add_argument("b", type=Path)
+    p.add_argument("--labels", nargs=2, default=None)
+    p.add_argument("--at", type=int, default=50_000, help="env step of the final return")
+    p.add_argument("--plot", type=Path, default=None, help="write the mean curves here (png)")
+    args = p.parse_args()
+    for folder in (args.a, args.b):
+        if not folder.is_dir():
+            p.error(f"{folder}: not a folder")
+    label_a, label_b = args.labels or (args.a.name, args.b.name)
+    a, b = load(args.a, args.at), load(args.b, args.at)
+    seeds = a.index.intersection(b.index)
+    table = pd.DataFrame({f"{label_a} aulc": a.approx_aulc, f"{label_b} aulc": b.approx_aulc,
+                          f"{label_a} @{args.at}": a.final, f"{label_b} @{args.at}": b.final})
+    print(table.round(1).to_string())
+    for column, name in (("approx_aulc", "approx AULC"), ("final", f"return at {args.at}")):
+        sa, sb = summarize(a[column]), summarize(b[column])
+        welch = welch_t_test(b[column], a[column])
+        paired = summarize(b.loc[seeds, column] - a.loc[seeds, column])
+        print(f"\n{name}: {label_a} {sa.mean:.1f} [{sa.ci_low:.1f}, {sa.ci_high:.1f}] (n={sa.n}), "
+              f"{label_b} {sb.mean:.1f} [{sb.ci_low:.1f}, {sb.ci_high:.1f}] (n={sb.n}); "
+              f"Welch {label_b} - {label_a} = {welch.mean_diff:+.1f}, p = {welch.p:.2f}; "
+              f"paired over {paired.n} seeds {paired.mean:+.1f} "
+              f"[{paired.ci_low:+.1f}, {paired.ci_high:+.1f}]")
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for label, frame in ((label_a, a), (label_b, b)):
+            curves = pd.concat(list(frame.curve), axis=1)
+            mean, std = curves.mean(axis=1), curves.std(axis=1).fillna(0)
+            ax.plot(mean.index, mean, label=f"{label} (n={curves.shape[1]})")
+            ax.fill_between(mean.index, mean - std, mean + std, alpha=0.2)
+        ax.set(xlabel="environment steps", ylabel="evaluation return (mean ± std over seeds)")
+        ax.legend()
+        fig.tight_layout()
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=120)
+        print(f"\nwrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
