@@ -13,10 +13,11 @@ compact re-enactment of the released code's update (its passes, per-time-step en
 calls, two Q modules, for-loop Adam, the auxiliary step through two optimizers), so the
 two can be compared on the same machine; it trains nothing and is used nowhere else.
 ``--alternate`` times both in one process, an update of each in turn, and prints
-``speedup=X`` (the released mean over ours) before the last line. ``--allocator``: ``ours`` sets glibc's malloc thresholds as ``rl.train.train`` does
-(``rl.allocator``), ``glibc`` leaves the defaults; by default each side runs as it would in
-practice (ours tuned, the released re-enactment with glibc's defaults). The minor page
-faults per update are printed too. ``bench/speedup.py`` alternates the two in fresh
+``speedup=X`` (the released mean over ours) before the last line. ``--allocator ours`` sets
+glibc's malloc thresholds (``rl.allocator``), ``glibc`` leaves the defaults; by default
+each side runs as it would in practice: ours as ``rl.train.train`` (tuned for pixel runs,
+defaults for state vectors), the released re-enactment with glibc's defaults. The minor
+page faults per update are printed too. ``bench/speedup.py`` alternates the two in fresh
 processes and compares medians.
 """
 from __future__ import annotations
@@ -210,7 +211,8 @@ def main(argv=None) -> None:
     p.add_argument("--shared_window", action="store_true")
     p.add_argument("--released", action="store_true", help="time the released update instead")
     p.add_argument("--allocator", choices=("ours", "glibc"), default=None,
-                   help="malloc thresholds (default: ours, glibc with --released)")
+                   help="malloc thresholds (default: ours for pixels as rl.train does, "
+                        "glibc with --released or state vectors)")
     p.add_argument("--alternate", action="store_true",
                    help="ours and the released one in turn, in this process (one allocator)")
     a = p.parse_args(argv)
@@ -220,12 +222,13 @@ def main(argv=None) -> None:
         p.error("--released and --alternate re-enact auxi_sac only")
     if a.released and a.alternate:
         p.error("--alternate times both: leave out --released")
-    allocator = a.allocator or ("glibc" if a.released else "ours")
+    pixels = a.encoder_type == "pixel"
+    # As rl.train.train: tuned for pixel runs (where it matters), glibc's defaults otherwise.
+    allocator = a.allocator or ("ours" if pixels and not a.released else "glibc")
     if allocator == "ours" and not keep_freed_memory():
         print("note: no glibc mallopt here; the allocator is left as it is")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    pixels = a.encoder_type == "pixel"
     config = resolve(TrainConfig(
         domain_name="cheetah_run", agent=a.agent, encoder_type=a.encoder_type,
         batch_size=a.batch_size, hidden_dim=a.hidden_dim, encoder_hidden_size=a.encoder_hidden_size,
