@@ -3,11 +3,13 @@
     python bench/compare_learning.py results/sw_separate results/sw_shared --labels separate shared
 
 Each folder holds run folders (``train.py --run`` / ``bench/learning.py --out``) with
-``config.json``, ``eval.csv`` and ``result.json``; runs are matched by seed. For every run:
+``config.json``, ``eval.csv`` and ``result.json``, all of one configuration (the runs of a
+folder may differ only in their seed); runs are matched by seed. For every run:
 the approximate AULC (mean evaluation return over the checkpoints up to ``--at``) and the
 return at ``--at``. Printed: both per seed, each side's mean with its 95% t-interval,
 Welch's t-test, and the paired difference (B - A, same seeds: same initial weights and
-environment seeds) with its 95% t-interval. ``--plot`` writes the mean curves.
+environment seeds) with its 95% t-interval; first, what differs between the two sides'
+configurations. ``--plot`` writes the mean curves.
 """
 from __future__ import annotations
 
@@ -23,21 +25,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search.stats import summarize, welch_t_test  # noqa: E402
 
 
-def load(folder: Path, at: int) -> pd.DataFrame:
-    """One row per finished run: seed, approx_aulc, final (return at ``at``), curve."""
-    rows = []
+IGNORED = {"seed", "work_dir"}  # what may differ between runs of one side
+
+
+def load(folder: Path, at: int) -> tuple[pd.DataFrame, dict]:
+    """One row per finished run (seed, approx_aulc, final = return at ``at``, curve) and the
+    configuration the runs share; refuses a folder whose runs differ in anything but the
+    seed (e.g. two agents from one ``bench/learning.py --out``) or repeat a seed."""
+    rows, configs = [], {}
     for run in sorted(p for p in folder.iterdir() if (p / "result.json").exists()):
-        seed = json.loads((run / "config.json").read_text())["seed"]
+        config = json.loads((run / "config.json").read_text())
+        seed = config["seed"]
+        if seed in configs:
+            raise ValueError(f"{folder}: seed {seed} appears twice ({configs[seed][0]} and "
+                             f"{run.name}); give a folder of one configuration")
+        configs[seed] = (run.name, {k: v for k, v in config.items() if k not in IGNORED})
         curve = pd.read_csv(run / "eval.csv")
         curve = curve[curve.env_step <= at]
         if curve.empty or curve.env_step.max() != at:
-            raise SystemExit(f"{run}: no evaluation at env step {at}")
+            raise ValueError(f"{run}: no evaluation at env step {at}")
         rows.append({"seed": seed, "approx_aulc": curve.episode_return.mean(),
                      "final": float(curve.episode_return.iloc[-1]),
                      "curve": curve.set_index("env_step").episode_return})
     if not rows:
-        raise SystemExit(f"{folder}: no finished runs (run folders with result.json)")
-    return pd.DataFrame(rows).set_index("seed").sort_index()
+        raise ValueError(f"{folder}: no finished runs (run folders with result.json)")
+    (first_name, shared), *rest = configs.values()
+    for name, config in rest:
+        differ = sorted(k for k in shared.keys() | config.keys() if shared.get(k) != config.get(k))
+        if differ:
+            raise ValueError(f"{folder}: {first_name} and {name} differ in {', '.join(differ)}; "
+                             f"give a folder of one configuration")
+    return pd.DataFrame(rows).set_index("seed").sort_index(), shared
 
 
 def main() -> int:
@@ -52,8 +70,18 @@ def main() -> int:
         if not folder.is_dir():
             p.error(f"{folder}: not a folder")
     label_a, label_b = args.labels or (args.a.name, args.b.name)
-    a, b = load(args.a, args.at), load(args.b, args.at)
+    try:
+        (a, config_a), (b, config_b) = load(args.a, args.at), load(args.b, args.at)
+    except ValueError as error:
+        print(f"compare_learning.py: {error}", file=sys.stderr)
+        return 2
+    differ = sorted(k for k in config_a.keys() | config_b.keys() if config_a.get(k) != config_b.get(k))
+    print(f"{label_a} vs {label_b} differ in: "
+          + (", ".join(f"{k} {config_a.get(k)!r} -> {config_b.get(k)!r}" for k in differ) or "nothing"))
     seeds = a.index.intersection(b.index)
+    if len(seeds) < max(len(a), len(b)):
+        print(f"note: {len(seeds)} seeds on both sides ({len(a)} and {len(b)} in all); Welch uses "
+              f"every run, the paired difference only the common seeds")
     table = pd.DataFrame({f"{label_a} aulc": a.approx_aulc, f"{label_b} aulc": b.approx_aulc,
                           f"{label_a} @{args.at}": a.final, f"{label_b} @{args.at}": b.final})
     print(table.round(1).to_string())

@@ -12,8 +12,9 @@ clock) as the last line. ``--released`` times instead a
 compact re-enactment of the released code's update (its passes, per-time-step encoder
 calls, two Q modules, for-loop Adam, the auxiliary step through two optimizers), so the
 two can be compared on the same machine; it trains nothing and is used nowhere else.
-``--alternate`` times both in one process, an update of each in turn, and prints
-``speedup=X`` (the released mean over ours) before the last line. ``--allocator ours`` sets
+``--alternate`` times both in one process, an update of each in turn, under one allocator
+(by default tuned for pixels, glibc's for state vectors), and prints ``speedup=X`` (the
+ratio of the two means) before the last line: the code's share of the speed-up. ``--allocator ours`` sets
 glibc's malloc thresholds (``rl.allocator``), ``glibc`` leaves the defaults; by default
 each side runs as it would in practice: ours as ``rl.train.train`` (tuned for pixel runs,
 defaults for state vectors), the released re-enactment with glibc's defaults. The minor

@@ -160,8 +160,9 @@ class Agent:
         ``actor_update_freq``; target EMA every ``critic_target_update_freq``; the auxiliary
         (or CURL) loss every step. Encoder passes per update, each one call over all the time
         steps it covers (pixels: one crop per window time step, shared by every pass that
-        reads that step; on CPU a pixel encoder walks a call in chunks of 128 images, trunk
-        and head per chunk, see ``rl.networks.CPU_CHUNK``):
+        reads that step; on CPU a pixel call walks its images in chunks of 128, see
+        ``rl.networks.CPU_CHUNK``: encoder calls run trunk and head per chunk, trunk-only
+        calls concatenate their chunks' feature maps):
 
         1. online trunk, s_{t+1} of the RL batch, no grad (the actor's next action);
         2. target encoder, s_{t+1} of the RL batch, no grad (critic target); with
