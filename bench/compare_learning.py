@@ -3,7 +3,7 @@
     python bench/compare_learning.py results/sw_separate results/sw_shared --labels separate shared
 
 Each folder holds run folders (``train.py --run`` / ``bench/learning.py --out``) with
-``config.json``, ``eval.csv`` and ``result.json``, all of one configuration (the runs of a
+``config.json`` and ``result.json`` (its curve), all of one configuration (the runs of a
 folder may differ only in their seed); runs are matched by seed. For every run:
 the approximate AULC (mean evaluation return over the checkpoints up to ``--at``) and the
 return at ``--at``. Printed: both per seed, each side's mean with its 95% t-interval,
@@ -28,6 +28,10 @@ from search.stats import summarize, welch_t_test  # noqa: E402
 IGNORED = {"seed", "work_dir"}  # what may differ between runs of one side
 
 
+def differing(x: dict, y: dict) -> list[str]:
+    return sorted(k for k in x.keys() | y.keys() if x.get(k) != y.get(k))
+
+
 def load(folder: Path, at: int) -> tuple[pd.DataFrame, dict]:
     """One row per finished run (seed, approx_aulc, final = return at ``at``, curve) and the
     configuration the runs share; refuses a folder whose runs differ in anything but the
@@ -40,18 +44,18 @@ def load(folder: Path, at: int) -> tuple[pd.DataFrame, dict]:
             raise ValueError(f"{folder}: seed {seed} appears twice ({configs[seed][0]} and "
                              f"{run.name}); give a folder of one configuration")
         configs[seed] = (run.name, {k: v for k, v in config.items() if k not in IGNORED})
-        curve = pd.read_csv(run / "eval.csv")
-        curve = curve[curve.env_step <= at]
-        if curve.empty or curve.env_step.max() != at:
+        steps, returns = zip(*json.loads((run / "result.json").read_text())["curve"])
+        curve = pd.Series(returns, index=pd.Index(steps, name="env_step"))
+        curve = curve[curve.index <= at]
+        if curve.empty or curve.index[-1] != at:
             raise ValueError(f"{run}: no evaluation at env step {at}")
-        rows.append({"seed": seed, "approx_aulc": curve.episode_return.mean(),
-                     "final": float(curve.episode_return.iloc[-1]),
-                     "curve": curve.set_index("env_step").episode_return})
+        rows.append({"seed": seed, "approx_aulc": curve.mean(), "final": float(curve.iloc[-1]),
+                     "curve": curve})
     if not rows:
         raise ValueError(f"{folder}: no finished runs (run folders with result.json)")
     (first_name, shared), *rest = configs.values()
     for name, config in rest:
-        differ = sorted(k for k in shared.keys() | config.keys() if shared.get(k) != config.get(k))
+        differ = differing(shared, config)
         if differ:
             raise ValueError(f"{folder}: {first_name} and {name} differ in {', '.join(differ)}; "
                              f"give a folder of one configuration")
@@ -75,7 +79,7 @@ def main() -> int:
     except ValueError as error:
         print(f"compare_learning.py: {error}", file=sys.stderr)
         return 2
-    differ = sorted(k for k in config_a.keys() | config_b.keys() if config_a.get(k) != config_b.get(k))
+    differ = differing(config_a, config_b)
     print(f"{label_a} vs {label_b} differ in: "
           + (", ".join(f"{k} {config_a.get(k)!r} -> {config_b.get(k)!r}" for k in differ) or "nothing"))
     seeds = a.index.intersection(b.index)

@@ -7,8 +7,8 @@ the other, ``--repeats`` rounds (the order reversed every other round, so that a
 of a shared machine hits both alike), and prints every figure, the medians and their
 ratio. Timings on the shared 2-core machine vary by up to +-25% from one process to the
 next; a single pair of runs proves little. Each side runs as it would in practice (see
-``update_speed.py --allocator``): the allocator of each row is printed with it. Extra ``--variant "FLAGS"`` (repeatable) adds our update with those
-flags to each round, e.g. ``--variant=--shared_window --variant="--allocator glibc"`` (with
+``update_speed.py --allocator``): the allocator of each row is printed with it. Extra
+``--variant "FLAGS"`` (repeatable) adds our update with those flags to each round, e.g. ``--variant=--shared_window --variant="--allocator glibc"`` (with
 ``=``: the value starts with a dash).
 """
 from __future__ import annotations
@@ -43,8 +43,8 @@ def main() -> int:
     if a.repeats < 1:
         p.error("--repeats must be >= 1")
     args = [x for x in a.bench_args if x != "--"]
-    rows = {"ours": [], "released": [], **{f"ours {v}": [] for v in a.variant}}
     flags = {"ours": [], "released": ["--released"], **{f"ours {v}": v.split() for v in a.variant}}
+    rows = {name: [] for name in flags}
     allocators = {}
     for i in range(a.repeats):
         for name in (list(rows) if i % 2 == 0 else list(rows)[::-1]):

@@ -18,7 +18,6 @@ may keep up to 1 GiB of freed memory. With jemalloc or tcmalloc preloaded, glibc
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc <malloc.h>
@@ -27,16 +26,13 @@ TRIM_THRESHOLD = 1 << 30
 
 
 def _mallopt():
-    for name in ("libc.so.6", ctypes.util.find_library("c")):
-        if name is None:
-            continue
-        try:
-            mallopt = ctypes.CDLL(name).mallopt
-        except (OSError, AttributeError):
-            continue
-        mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-        return mallopt
-    return None
+    """glibc's ``mallopt`` (its soname is always libc.so.6), or None."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return mallopt
 
 
 def keep_freed_memory() -> bool:

@@ -44,6 +44,13 @@ def weight_init(m: nn.Module) -> None:
 CPU_CHUNK = 128
 
 
+def cpu_chunked(fn, obs: torch.Tensor) -> torch.Tensor:
+    """``fn(obs)``, on CPU over at most ``CPU_CHUNK`` images at a time (outputs concatenated)."""
+    if obs.device.type == "cpu" and obs.shape[0] > CPU_CHUNK:
+        return torch.cat([fn(part) for part in obs.split(CPU_CHUNK)])
+    return fn(obs)
+
+
 class ConvTrunk(nn.Module):
     """``num_layers`` 3x3 convolutions of ``num_filters`` (stride 2, then 1), ReLU."""
 
@@ -59,9 +66,7 @@ class ConvTrunk(nn.Module):
         self.out_dim = num_filters * side * side
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if obs.device.type == "cpu" and obs.shape[0] > CPU_CHUNK:
-            return torch.cat([self._forward(part) for part in obs.split(CPU_CHUNK)])
-        return self._forward(obs)
+        return cpu_chunked(self._forward, obs)
 
     def _forward(self, obs: torch.Tensor) -> torch.Tensor:
         first = self.convs[0]
@@ -139,15 +144,15 @@ class Encoder(nn.Module):
         self.feature_dim = feature_dim
 
     def forward(self, obs: torch.Tensor, detach_trunk: bool = False) -> torch.Tensor:
-        if obs.device.type == "cpu" and obs.shape[0] > CPU_CHUNK and isinstance(self.trunk, ConvTrunk):
+        def encode(x: torch.Tensor) -> torch.Tensor:
+            h = self.trunk(x)
+            return self.head(h.detach() if detach_trunk else h)
+
+        if isinstance(self.trunk, ConvTrunk):
             # Trunk and head a chunk at a time: the chunks' feature maps (39200 floats an
             # image) are never concatenated, only their 50-d features.
-            return torch.cat([self._forward(part, detach_trunk) for part in obs.split(CPU_CHUNK)])
-        return self._forward(obs, detach_trunk)
-
-    def _forward(self, obs: torch.Tensor, detach_trunk: bool) -> torch.Tensor:
-        h = self.trunk(obs)
-        return self.head(h.detach() if detach_trunk else h)
+            return cpu_chunked(encode, obs)
+        return encode(obs)
 
 
 # ------------------------------------------------------------------------ actor

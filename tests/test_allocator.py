@@ -43,12 +43,16 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
 """
 
 
-def page_faults(mode: str) -> int:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", SCRIPT, mode], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, env=env)
+def python(script: str, *args: str) -> str:
+    """stdout of ``script`` in a fresh interpreter (the allocator settings are per process)."""
+    out = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
-    return int(out.stdout.split()[-1])
+    return out.stdout
+
+
+def page_faults(mode: str) -> int:
+    return int(python(SCRIPT, mode).split()[-1])
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc mallopt only")
@@ -62,8 +66,5 @@ def test_memory_freed_in_a_thread_is_reused_not_faulted_in_again():
 def test_keep_freed_memory_says_whether_it_took_effect():
     script = ("from rl.allocator import keep_freed_memory as k; a = k(); b = k(); "
               "assert a == b; print(a)")
-    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == str(platform.libc_ver()[0] == "glibc"
+    assert python(script).strip() == str(platform.libc_ver()[0] == "glibc"
                                      and sys.platform.startswith("linux"))
