@@ -38,13 +38,7 @@ from rl.aux_loss import AuxLoss, Embedding
 from rl.config import TrainConfig
 from rl.curl import CurlLoss
 from rl.networks import Actor, Critic, Encoder, feature_dim_of, make_trunk, weight_init
-
-
-def _adam(*groups: tuple) -> torch.optim.Adam:
-    """Adam over ``(params, lr, beta1)`` groups. Fused: one kernel per group, where the
-    for-loop default costs more than the math at small sizes (vector tasks, batch 128)."""
-    return torch.optim.Adam([{"params": list(p), "lr": lr, "betas": (beta, 0.999)}
-                             for p, lr, beta in groups], fused=True)
+from rl.optim import Adam
 
 
 def _ordered(first: tuple[int, ...], second: tuple[int, ...], extra: tuple[int, ...] = ()):
@@ -114,15 +108,15 @@ class Agent:
         if q_embed is not None:
             critic_groups.append((q_embed.parameters(), c.encoder_lr, 0.9))
         self.optimizers = {
-            "critic": _adam(*critic_groups),
-            "actor": _adam((actor_params, c.actor_lr, c.actor_beta),
-                           ([self.log_alpha], c.alpha_lr, c.alpha_beta)),
+            "critic": Adam(critic_groups),
+            "actor": Adam([(actor_params, c.actor_lr, c.actor_beta),
+                           ([self.log_alpha], c.alpha_lr, c.alpha_beta)]),
         }
         rep = self.aux if self.aux is not None else self.curl
         if rep is not None:  # the released encoder optimizer passes only lr: beta1 0.9
-            self.optimizers["representation"] = _adam(
+            self.optimizers["representation"] = Adam([
                 (self.critic.encoder.parameters(), c.encoder_lr, 0.9),
-                (rep.parameters(), c.encoder_lr, 0.9))
+                (rep.parameters(), c.encoder_lr, 0.9)])
         self._ema_pairs = [
             (list(self.critic_target.q.parameters()), list(self.critic.q.parameters()), c.critic_tau),
             (list(self.critic_target.encoder.parameters()), list(self.critic.encoder.parameters()),
@@ -347,9 +341,7 @@ class Agent:
 
     def _step(self, loss: torch.Tensor, name: str, inputs: list | None = None) -> None:
         optimizer = self.optimizers[name]
-        for group in optimizer.param_groups:  # zero_grad(set_to_none), minus its overhead
-            for p in group["params"]:
-                p.grad = None
+        optimizer.zero_grad()
         loss.backward(inputs=inputs)
         optimizer.step()
 
