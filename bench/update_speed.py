@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rl.agent import make_agent  # noqa: E402
 from rl.allocator import keep_freed_memory  # noqa: E402
-from rl.augment import window_states  # noqa: E402
 from rl.config import TrainConfig, resolve  # noqa: E402
 from rl.networks import feature_dim_of, weight_init  # noqa: E402
 from rl.replay import ReplayBuffer  # noqa: E402
@@ -142,11 +141,6 @@ class _Released:
                         encoder=adam(self.critic.enc.parameters(), lr=1e-3),
                         auxi=adam(self.auxi.parameters(), lr=1e-3))
 
-    def _states(self, frames, j):
-        crop = self.c.image_size if self.c.encoder_type == "pixel" else None
-        return window_states(frames, (j,), STACK if crop else 1, crop, torch.device("cpu")).float(
-        ).contiguous()
-
     def _pi(self, obs, detach=False):
         mu, log_std = self.actor.mlp(self.actor.enc(obs, detach)).chunk(2, -1)
         log_std = -10 + 6 * (torch.tanh(log_std) + 1)
@@ -160,11 +154,10 @@ class _Released:
         x = torch.cat([net.enc(obs, detach), action], 1)
         return net.q1(x), net.q2(x)
 
-    def update(self, replay, step):
+    def update(self, replay: "_ReleasedReplay", step):
         c, g = self.c, self.c.genome
-        rl, win = replay.sample(c.batch_size, 1), replay.sample(c.batch_size, g.horizon)
-        obs, next_obs = self._states(rl.frames, 0), self._states(rl.frames, 1)
-        action, reward = torch.from_numpy(rl.action[:, 0]), torch.from_numpy(rl.reward[:, :1])
+        obs, action, reward, next_obs, window = replay.sample_auxi(
+            c.batch_size, g.horizon, sorted(set(self.src) | set(self.tgt)))
         with torch.no_grad():
             pi, log_pi = self._pi(next_obs)
             tq = torch.min(*self._q(self.target, next_obs, pi)) - self.log_alpha.exp() * log_pi
@@ -184,9 +177,8 @@ class _Released:
                                   (self.critic.enc, self.target.enc, 0.05)):
                 for p, tp in zip(net.parameters(), tgt.parameters()):
                     tp.data.copy_(tau * p.data + (1 - tau) * tp.data)
-        # Auxiliary step: every time step cropped and encoded on its own.
-        states = {j: self._states(win.frames, j) for j in sorted(set(self.src) | set(self.tgt))}
-        a, r = torch.from_numpy(win.action), torch.from_numpy(win.reward)
+        # Auxiliary step: every time step (cropped by the sampler) encoded on its own.
+        states, a, r = window
         x = [self.critic.enc(states[j]) for j in self.src]
         x += [a[:, j] for j in g.offsets("source", "a")] + [r[:, j:j + 1] for j in g.offsets("source", "r")]
         with torch.no_grad():
@@ -196,6 +188,63 @@ class _Released:
         self.opt["encoder"].zero_grad(), self.opt["auxi"].zero_grad(), loss.backward()
         self.opt["encoder"].step(), self.opt["auxi"].step()
         return {}
+
+
+class _ReleasedReplay:
+    """The released replay layout (obs and next_obs of every transition, stacked frames) and
+    its ``sample_auxi``, for timing only: per window time step a fresh gather of obs and
+    next_obs (each cropped on pixels), actions, rewards and not-dones, each converted to a
+    tensor; the next index found by the released episode-end rule. Random data."""
+
+    def __init__(self, pixels: bool, transitions: int, image_size: int, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        shape = (3 * STACK, *FRAME[1:]) if pixels else (OBS_DIM,)
+        if pixels:
+            self.obses, self.next_obses = (rng.integers(0, 256, (transitions, *shape), dtype=np.uint8)
+                                           for _ in range(2))
+        else:
+            self.obses, self.next_obses = (rng.standard_normal((transitions, *shape), dtype=np.float32)
+                                           for _ in range(2))
+        self.actions = rng.uniform(-1, 1, (transitions, ACTION_DIM)).astype(np.float32)
+        self.rewards = rng.standard_normal((transitions, 1)).astype(np.float32)
+        self.not_dones = (np.arange(transitions) % EPISODE != EPISODE - 1).astype(np.float32)[:, None]
+        self.size, self.last = transitions, transitions - 1
+        self.crop = image_size if pixels else None
+
+    def _crop(self, imgs):  # the released random_crop: a random window of each image
+        if self.crop is None:
+            return imgs
+        n, top = len(imgs), imgs.shape[-1] - self.crop
+        windows = np.lib.stride_tricks.sliding_window_view(
+            imgs.transpose(0, 2, 3, 1), (1, self.crop, self.crop, 1))[..., 0, :, :, 0]
+        return windows[np.arange(n), np.random.randint(0, top, n), np.random.randint(0, top, n)]
+
+    def _next(self, idx):
+        end = np.logical_or(np.logical_not(self.not_dones[idx]).reshape(-1), idx == self.last)
+        return (idx + (1 - end)) % self.size
+
+    def _gather(self, idx):
+        return (torch.as_tensor(self._crop(self.obses[idx])).float(),
+                torch.as_tensor(self._crop(self.next_obses[idx])).float(),
+                torch.as_tensor(self.actions[idx]), torch.as_tensor(self.rewards[idx]),
+                torch.as_tensor(self.not_dones[idx]))
+
+    def sample_auxi(self, batch: int, horizon: int, offsets):
+        """RL batch (obs, action, reward, next_obs) and the window: ({offset: states},
+        actions (B, k, A), rewards (B, k))."""
+        obs, next_obs, action, reward, _ = self._gather(np.random.randint(0, self.size, batch))
+        states, actions, rewards = {}, [], []
+        idx = np.random.randint(0, self.size, batch)
+        for i in range(horizon):
+            if i:
+                idx = self._next(idx)
+            s, s_next, a, r, _ = self._gather(idx)
+            states[i] = s
+            if i == horizon - 1:
+                states[horizon] = s_next
+            actions.append(a), rewards.append(r)
+        window = ({j: states[j] for j in offsets}, torch.stack(actions, 1), torch.cat(rewards, 1))
+        return obs, action, reward, next_obs, window
 
 
 # ------------------------------------------------------------------------------ main
@@ -235,7 +284,12 @@ def main(argv=None) -> None:
         batch_size=a.batch_size, hidden_dim=a.hidden_dim, encoder_hidden_size=a.encoder_hidden_size,
         num_layers=a.num_layers or (4 if pixels else 1), shared_window=a.shared_window,
         pre_transform_image_size=84 if a.agent == "pixel_sac" else 100))
-    replay = synthetic_replay(pixels, max(2 * EPISODE, 4 * a.batch_size))
+    transitions = max(2 * EPISODE, 4 * a.batch_size)
+
+    def data(released: bool):  # each update samples from its own replay layout
+        if released:
+            return _ReleasedReplay(pixels, transitions, config.image_size)
+        return synthetic_replay(pixels, transitions)
 
     def build(released: bool):
         if released:
@@ -245,8 +299,8 @@ def main(argv=None) -> None:
         return make_agent(config, shape, ACTION_DIM, torch.device("cpu"))
 
     if a.alternate:
-        return alternate(build(False), build(True), replay, a.steps, allocator)
-    agent = build(a.released)
+        return alternate((build(False), data(False)), (build(True), data(True)), a.steps, allocator)
+    agent, replay = build(a.released), data(a.released)
     for step in range(2):  # warm-up (allocator, oneDNN primitive caches)
         agent.update(replay, step)
     with FlopCounterMode(display=False) as counter:
@@ -270,14 +324,16 @@ def main(argv=None) -> None:
     print(f"ms_per_update={1000 * seconds:.2f}")
 
 
-def alternate(ours, released, replay, steps: int, allocator: str) -> None:
-    """Ours and the released re-enactment in turn, an update each, ``steps`` rounds: a slow
-    spell of the machine hits both alike. Both run under the same allocator."""
+def alternate(ours, released, steps: int, allocator: str) -> None:
+    """Ours and the released re-enactment (each an ``(agent, replay)``) in turn, an update
+    each, ``steps`` rounds: a slow spell of the machine hits both alike. Both run under the
+    same allocator."""
     for step in range(4):  # warm-up
-        ours.update(replay, step), released.update(replay, step)
+        for agent, replay in (ours, released):
+            agent.update(replay, step)
     times = {"ours": [], "released": []}
     for step in range(4, 4 + steps):
-        for name, agent in (("ours", ours), ("released", released)):
+        for name, (agent, replay) in (("ours", ours), ("released", released)):
             start = time.perf_counter()
             agent.update(replay, step)
             times[name].append(time.perf_counter() - start)
