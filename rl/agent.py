@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from rl.augment import WindowStates, center_crop
 from rl.aux_loss import AuxLoss, Embedding
@@ -196,7 +197,8 @@ class Agent:
             if source is None:
                 source = self._source_pass(batch)
             self._update_representation(batch, source, target_features, out)
-        values = torch.stack([v.detach().float() for v in out.values()]).tolist()
+        with torch.no_grad():  # one op for all of them, one copy out
+            values = torch.stack([v.float() for v in out.values()]).tolist()
         return dict(zip(out.keys(), values))
 
     @property
@@ -246,9 +248,10 @@ class Agent:
             next_v = next_q.min(0).values - self.log_alpha.exp() * next_log_pi[:, 0]
             target_q = batch.reward + batch.not_done * c.discount * next_v
         q = self.critic(batch.rl.get((0,)), batch.action, detach_trunk=c.detach_encoder)
-        critic_loss = (q - target_q).pow(2).mean(1).sum()  # MSE of Q1 plus MSE of Q2
+        # MSE of Q1 plus MSE of Q2 (the mean over both, doubled)
+        critic_loss = 2.0 * F.mse_loss(q, target_q.expand_as(q))
         self._step(critic_loss, "critic")
-        out.update(critic_loss=critic_loss, q_mean=q.mean())
+        out.update(critic_loss=critic_loss, q_mean=q.detach().mean())
         return features
 
     def _source_pass(self, batch: "_Batch") -> dict:
@@ -286,9 +289,10 @@ class Agent:
         alpha_loss = (alpha * (-log_pi.detach() - self.target_entropy)).mean()
         # inputs=: no gradient is computed for the critic's weights.
         self._step(actor_loss + alpha_loss, "actor", inputs=self._actor_grad)
-        entropy = 0.5 * log_std.shape[1] * (1.0 + math.log(2 * math.pi)) + log_std.sum(-1)
-        out.update(actor_loss=actor_loss, alpha_loss=alpha_loss, alpha=self.log_alpha.exp(),
-                   actor_entropy=entropy.mean())
+        with torch.no_grad():
+            entropy = 0.5 * log_std.shape[1] * (1.0 + math.log(2 * math.pi)) + log_std.sum(-1)
+            out.update(actor_loss=actor_loss, alpha_loss=alpha_loss, alpha=self.log_alpha.exp(),
+                       actor_entropy=entropy.mean())
 
     def _update_targets(self) -> None:
         """EMA of the critic into its target: Q heads at ``critic_tau``, encoder at ``encoder_tau``."""

@@ -157,14 +157,17 @@ class Encoder(nn.Module):
 
 # ------------------------------------------------------------------------ actor
 def squashed_gaussian(mu: torch.Tensor, log_std: torch.Tensor, noise: torch.Tensor | None):
-    """tanh-squashed Gaussian: (mean action, sampled action, log-prob) of the released actor."""
+    """tanh-squashed Gaussian: (mean action, sampled action, log-prob) of the released actor.
+
+    log-prob = Gaussian log-density of the pre-tanh sample (its noise part needs no
+    gradient) minus the released tanh correction, sum of log(relu(1 - pi^2) + 1e-6).
+    """
     if noise is None:
         return torch.tanh(mu), None, None
-    pi = mu + noise * log_std.exp()
-    log_pi = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True)
-    log_pi = log_pi - 0.5 * math.log(2 * math.pi) * noise.size(-1)
-    pi = torch.tanh(pi)
-    log_pi = log_pi - torch.log(F.relu(1 - pi.pow(2)) + 1e-6).sum(-1, keepdim=True)
+    pi = torch.tanh(torch.addcmul(mu, noise, log_std.exp()))
+    gaussian = noise.pow(2).sum(-1, keepdim=True).mul_(-0.5).sub_(
+        0.5 * math.log(2 * math.pi) * noise.size(-1))
+    log_pi = gaussian - (log_std + torch.log(F.relu(1 - pi.pow(2)) + 1e-6)).sum(-1, keepdim=True)
     return torch.tanh(mu), pi, log_pi
 
 
@@ -185,8 +188,8 @@ class Actor(nn.Module):
     def forward(self, h: torch.Tensor, sample: bool = True):
         """From trunk features ``h``: (mu, pi, log_pi, log_std); pi/log_pi None if not sample."""
         mu, log_std = self.mlp(self.head(h)).chunk(2, dim=-1)
-        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
-            torch.tanh(log_std) + 1)
+        half_range = 0.5 * (self.log_std_max - self.log_std_min)  # tanh's [-1, 1] -> [min, max]
+        log_std = torch.tanh(log_std).mul(half_range).add_(self.log_std_min + half_range)
         noise = torch.randn_like(mu) if sample else None
         mu, pi, log_pi = squashed_gaussian(mu, log_std, noise)
         return mu, pi, log_pi, log_std
@@ -196,8 +199,10 @@ class Actor(nn.Module):
 class TwinQ(nn.Module):
     """Two Q MLPs (Linear-ReLU-Linear-ReLU-Linear) evaluated as one batched module.
 
-    Layer 1 of both heads is one matrix multiply (they read the same input), layers 2-3 are
-    batched multiplies; each head is initialised like its own orthogonal ``nn.Linear`` stack.
+    Layer 1 of both heads is one matrix multiply (they read the same input), layer 2 a
+    batched multiply, layer 3 (one output each) an elementwise product and a sum: as a
+    batched multiply of inner size 1 its backward cost ~0.2 ms on CPU for 65k
+    multiply-adds. Each head is initialised like its own orthogonal ``nn.Linear`` stack.
     """
 
     def __init__(self, in_dim: int, hidden_dim: int):
@@ -207,20 +212,20 @@ class TwinQ(nn.Module):
         self.b1 = nn.Parameter(torch.zeros(2 * hidden_dim))
         self.w2 = nn.Parameter(torch.empty(2, hidden_dim, hidden_dim))  # (head, in, out)
         self.b2 = nn.Parameter(torch.zeros(2, 1, hidden_dim))
-        self.w3 = nn.Parameter(torch.empty(2, hidden_dim, 1))
-        self.b3 = nn.Parameter(torch.zeros(2, 1, 1))
+        self.w3 = nn.Parameter(torch.empty(2, 1, hidden_dim))  # (head, 1, in): nn.Linear's layout
+        self.b3 = nn.Parameter(torch.zeros(2, 1))
         with torch.no_grad():
             for i in range(2):
                 nn.init.orthogonal_(self.w1[i * hidden_dim:(i + 1) * hidden_dim])
                 nn.init.orthogonal_(self.w2[i].T)
-                nn.init.orthogonal_(self.w3[i].T)
+                nn.init.orthogonal_(self.w3[i])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_dim) -> (2, B): both Q values."""
         h = F.relu(F.linear(x, self.w1, self.b1))
         h = h.view(x.shape[0], 2, self.hidden).transpose(0, 1)
         h = F.relu(torch.baddbmm(self.b2, h, self.w2))
-        return torch.baddbmm(self.b3, h, self.w3).squeeze(-1)
+        return (h * self.w3).sum(-1) + self.b3
 
 
 class Critic(nn.Module):

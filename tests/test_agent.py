@@ -3,6 +3,7 @@ per parameter set and loss (SPEC defect 3), EMA, encoder passes per update, dete
 from __future__ import annotations
 
 import collections
+import math
 
 import numpy as np
 import pytest
@@ -269,7 +270,7 @@ def test_twin_q_is_two_independent_mlps():
     for i in range(2):
         h = torch.relu(x @ q.w1[7 * i:7 * (i + 1)].T + q.b1[7 * i:7 * (i + 1)])
         h = torch.relu(h @ q.w2[i] + q.b2[i])
-        assert torch.allclose(out[i], (h @ q.w3[i] + q.b3[i])[:, 0], atol=1e-6)
+        assert torch.allclose(out[i], h @ q.w3[i, 0] + q.b3[i], atol=1e-6)
         w2 = q.w2[i].detach()
         assert torch.allclose(w2.T @ w2, torch.eye(7), atol=1e-5)  # orthogonal init per head
 
@@ -310,6 +311,24 @@ def test_encoder_call_over_many_images_runs_a_chunk_at_a_time(monkeypatch):
     grads = torch.autograd.grad(encoder(obs).square().sum(), params)
     for got, want in zip(grads, whole_grads):
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_squashed_gaussian_log_prob_is_the_released_one():
+    """log pi = Normal(mu, std) log-density of the pre-tanh sample u = mu + std * noise,
+    minus sum log(relu(1 - tanh(u)^2) + 1e-6) (the released correction)."""
+    torch.manual_seed(0)
+    mu, log_std, noise = torch.randn(256, 6), torch.rand(256, 6) * 3 - 2, torch.randn(256, 6)
+    mean, pi, log_pi = networks.squashed_gaussian(mu, log_std, noise)
+    u = mu + noise * log_std.exp()
+    want = (torch.distributions.Normal(mu, log_std.exp()).log_prob(u)
+            - torch.log(torch.relu(1 - torch.tanh(u) ** 2) + 1e-6)).sum(-1, keepdim=True)
+    assert torch.allclose(pi, torch.tanh(u), atol=1e-6) and torch.equal(mean, torch.tanh(mu))
+    assert torch.allclose(log_pi, want, rtol=1e-5, atol=1e-4)
+    # Saturated: the correction stops at log(1e-6) per dimension.
+    _, _, saturated = networks.squashed_gaussian(torch.full((1, 6), 50.0), torch.zeros(1, 6),
+                                                 torch.zeros(1, 6))
+    assert torch.allclose(saturated, torch.tensor([[6 * (-0.5 * math.log(2 * math.pi))
+                                                    - 6 * math.log(1e-6)]]), rtol=1e-5)
 
 
 def test_actor_log_std_stays_in_bounds():
