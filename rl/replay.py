@@ -76,7 +76,9 @@ class ReplayBuffer:
         # Episodes present in the ring, oldest first: [id, first stored step, last stored step].
         # Only the oldest shrinks and only the newest grows, so counts stay O(#episodes).
         self._episodes: collections.deque[list[int]] = collections.deque()
-        self._counts: dict[int, int] = {}  # horizon -> valid starts; cleared on every write
+        # horizon -> valid starts, kept up to date on every write (only the oldest and the
+        # newest episode change), so sampling never walks all the episodes again.
+        self._counts: dict[int, int] = {}
 
     def save(self, path) -> None:
         """Write the stored slots (oldest first) to ``path`` as .npz (``--save_buffer``)."""
@@ -101,19 +103,23 @@ class ReplayBuffer:
         old = int(self._episode[slot])
         if old >= 0:  # overwrite the oldest stored frame, which belongs to the oldest episode
             oldest = self._episodes[0]
+            self._recount(oldest, -1)
             oldest[1] += 1
             if oldest[1] > oldest[2]:
                 self._episodes.popleft()
+            else:
+                self._recount(oldest, +1)
         self._frames[slot] = frame
         self._episode[slot] = self._episode_id
         self._step[slot] = self._episode_step
         if self._episode_step == 0:
             self._episodes.append([self._episode_id, 0, 0])
         else:
+            self._recount(self._episodes[-1], -1)
             self._episodes[-1][2] = self._episode_step
+        self._recount(self._episodes[-1], +1)
         self._head = (slot + 1) % self.capacity
         self._size = min(self._size + 1, self.capacity)
-        self._counts.clear()
         return slot
 
     def start_episode(self, obs: np.ndarray) -> None:
@@ -138,17 +144,23 @@ class ReplayBuffer:
             self._open = False
 
     # ------------------------------------------------------------------ counting
+    def _starts_in(self, episode: list[int], horizon: int) -> int:
+        """Valid window starts of horizon ``horizon`` in one stored episode."""
+        _, first, last = episode
+        # An episode that lost its first frames needs S-1 stored frames before a start.
+        lowest = first if first == 0 else first + self.frame_stack - 1
+        return max(0, last - horizon - lowest + 1)
+
+    def _recount(self, episode: list[int], sign: int) -> None:
+        for horizon in self._counts:
+            self._counts[horizon] += sign * self._starts_in(episode, horizon)
+
     def _count(self, horizon: int) -> int:
-        """Number of valid window starts (see the module docstring); cached between writes."""
-        if horizon in self._counts:
-            return self._counts[horizon]
-        total = 0
-        for _, first, last in self._episodes:
-            # An episode that lost its first frames needs S-1 stored frames before a start.
-            lowest = first if first == 0 else first + self.frame_stack - 1
-            total += max(0, last - horizon - lowest + 1)
-        self._counts[horizon] = total
-        return total
+        """Number of valid window starts (see the module docstring); counted once per
+        horizon, then kept up to date by every write."""
+        if horizon not in self._counts:
+            self._counts[horizon] = sum(self._starts_in(e, horizon) for e in self._episodes)
+        return self._counts[horizon]
 
     def __len__(self) -> int:
         return self._count(1)

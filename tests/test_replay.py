@@ -145,6 +145,25 @@ def test_ring_wraparound_never_spans_write_head():
             assert {(int(e), int(s)) for e, s in frames} == expected  # fewer than 250 episodes
 
 
+def test_counts_stay_exact_while_writing_through_the_ring():
+    """Counts are kept up to date on each write (not recounted): after every write, through
+    wrap-around, one episode longer than the ring and one-frame episodes, they equal the
+    brute-force count for every horizon asked for so far."""
+    capacity, horizons = 23, range(1, 9)
+    buffer = ReplayBuffer(capacity, (2,), np.float32, action_dim=2, frame_stack=STACK, seed=4)
+    stacker, order = Stacker((2,), np.float32, STACK), []
+    for episode, length in enumerate([4, 0, 30, 1, 6, 0, 12, 3, 25, 2, 9]):
+        buffer.start_episode(stacker.reset(episode))
+        order.append((episode, 0))
+        for step in range(length + 1):
+            if step:
+                buffer.add(np.zeros(2), 0.0, stacker.step(episode, step), False)
+                order.append((episode, step))
+            for horizon in horizons:
+                assert buffer._count(horizon) == len(
+                    brute_force_starts(order, capacity, horizon, STACK)), (episode, step, horizon)
+
+
 def test_episode_in_progress_and_longer_than_ring():
     # One episode longer than the ring: the oldest frames are gone, stacks must not use them.
     capacity = 20
