@@ -166,3 +166,31 @@ def test_predictor_shapes_follow_the_genome():
     assert (first.in_features, first.out_features, norm.num_features) == (23, 46, 46)
     assert last.out_features == 32 and aux.w is None
     assert AuxLoss(named("curl-like"), 8, ACTIONS).w.shape == (8, 8)
+
+
+@pytest.mark.parametrize("source, target", [
+    (["s0", "a0", "a2", "r3"], ["s4", "a1", "a3", "r0", "r2"]),   # scattered offsets (index)
+    (["s0", "a1", "a2", "a3", "r0", "r1"], ["s2", "a0", "r2", "r3"]),  # consecutive (slice)
+])
+def test_actions_and_rewards_of_the_genome_offsets_feed_each_side(monkeypatch, source, target):
+    torch.manual_seed(0)
+    genome = make(4, source, target)
+    aux = AuxLoss(genome, feature_dim=2, action_dim=ACTIONS)
+    b = 5
+    action, reward = torch.randn(b, 4, ACTIONS), torch.randn(b, 4)
+    states = torch.randn(1, b, 2)
+    seen = {}
+    aux.predictor.register_forward_hook(lambda m, args, out: seen.update(source=args[0]))
+    monkeypatch.setattr("rl.aux_loss.similarity_loss",
+                        lambda pred, tgt, *a: (seen.update(target=tgt) or (pred.sum(), {})))
+    aux(states, states, action, reward)
+
+    def offsets(names, kind):
+        return [int(n[1:]) for n in sorted(names) if n[0] == kind]
+
+    want_source = torch.cat([states[0], action[:, offsets(source, "a")].reshape(b, -1),
+                             reward[:, offsets(source, "r")]], dim=1)
+    want_target = torch.cat([states[0], action[:, offsets(target, "a")].reshape(b, -1),
+                             reward[:, offsets(target, "r")]], dim=1)
+    assert torch.equal(seen["source"], want_source)
+    assert torch.equal(seen["target"], want_target)
