@@ -8,8 +8,9 @@ the released learning rates and betas:
 * ``critic``: critic loss -> critic encoder + twin Q (``critic_lr``, ``critic_beta``);
   with ``use_action_embedding_for_Q``, as a second group, the action embedding Q reads
   (``encoder_lr``, beta1 0.9, as the released extra optimizer).
-* ``actor``: actor loss -> actor head + MLP, the actor's own trunk on states, the tied conv
-  trunk only with ``update_encoder_with_actorloss`` (``actor_lr``, ``actor_beta``); and,
+* ``actor``: actor loss -> actor head + MLP and, only with ``update_encoder_with_actorloss``,
+  the actor's trunk (its own on states, the tied conv trunk on pixels; detached from the
+  actor loss otherwise, as released) (``actor_lr``, ``actor_beta``); and,
   as a second group, temperature loss -> log alpha (``alpha_lr``, ``alpha_beta``). One
   backward of their sum gives each its own gradient (the actor loss reads alpha detached,
   the temperature loss the log-probabilities detached), so one step equals the released
@@ -97,13 +98,13 @@ class Agent:
         elif c.agent == "curl_sac":
             self.curl = CurlLoss(feature).to(self.device)
 
+        # The actor's trunk (its own on states, the tied conv trunk on pixels) is detached from
+        # the actor loss unless update_encoder_with_actorloss: then it is not stepped at all.
         actor_params = list(self.actor.head.parameters()) + list(self.actor.mlp.parameters())
-        if not self.tied or c.update_encoder_with_actorloss:
+        if c.update_encoder_with_actorloss:
             actor_params += list(actor_trunk.parameters())
         # What the actor + temperature losses differentiate (never the critic's weights).
-        self._actor_grad = (list(actor_params) if c.update_encoder_with_actorloss else (
-            list(self.actor.head.parameters()) + list(self.actor.mlp.parameters()))) + [
-            self.log_alpha]
+        self._actor_grad = actor_params + [self.log_alpha]
         critic_groups = [(list(self.critic.encoder.parameters()) + list(self.critic.q.parameters()),
                           c.critic_lr, c.critic_beta)]
         if q_embed is not None:
