@@ -141,7 +141,7 @@ class AuxLoss(nn.Module):
         self.target_dim = (len(self.target_states) * feature_dim
                            + len(self.target_actions) * action_dim + len(self.target_rewards))
         self.predictor = nn.Sequential(nn.Linear(d_in, 2 * d_in), nn.BatchNorm1d(2 * d_in),
-                                       nn.ReLU(), nn.Linear(2 * d_in, self.target_dim))
+                                       nn.ReLU(inplace=True), nn.Linear(2 * d_in, self.target_dim))
         self.w = (nn.Parameter(torch.rand(self.target_dim, self.target_dim))
                   if genome.metric == "bilinear_inner_product" else None)
 

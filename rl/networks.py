@@ -88,7 +88,7 @@ class MlpTrunk(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         for linear in self.linears:
-            obs = F.relu(linear(obs))
+            obs = linear(obs).relu_()
         return obs
 
 
@@ -103,7 +103,7 @@ class OfeTrunk(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         for linear in self.linears:
-            obs = torch.cat([obs, F.relu(linear(obs))], dim=1)
+            obs = torch.cat([obs, linear(obs).relu_()], dim=1)
         return obs
 
 
@@ -180,8 +180,8 @@ class Actor(nn.Module):
         self.trunk = trunk  # the critic's trunk on pixels (tied), an own one on states
         self.head = Head(trunk.out_dim, feature_dim)
         self.mlp = nn.Sequential(
-            nn.Linear(feature_dim, hidden_dim), nn.ReLU(),
-            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(feature_dim, hidden_dim), nn.ReLU(inplace=True),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, 2 * action_dim))
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
@@ -223,9 +223,9 @@ class TwinQ(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_dim) -> (2, B): both Q values."""
-        h = F.relu(torch.addmm(self.b1, x, self.w1))
+        h = torch.addmm(self.b1, x, self.w1).relu_()
         h = h.view(x.shape[0], 2, self.hidden).transpose(0, 1)
-        h = F.relu(torch.baddbmm(self.b2, h, self.w2))
+        h = torch.baddbmm(self.b2, h, self.w2).relu_()
         return (h * self.w3).sum(-1) + self.b3
 
 
