@@ -194,7 +194,11 @@ class Actor(nn.Module):
 
     def forward(self, h: torch.Tensor, sample: bool = True):
         """From trunk features ``h``: (mu, pi, log_pi, log_std); pi/log_pi None if not sample."""
-        mu, log_std = self.mlp(self.head(h)).chunk(2, dim=-1)
+        # The MLP's layers as functions on their parameters (no module call per layer).
+        first, _, second, _, last = self.mlp
+        x = F.linear(self.head(h), first.weight, first.bias).relu_()
+        x = F.linear(x, second.weight, second.bias).relu_()
+        mu, log_std = F.linear(x, last.weight, last.bias).chunk(2, dim=-1)
         half_range = 0.5 * (self.log_std_max - self.log_std_min)  # tanh's [-1, 1] -> [min, max]
         log_std = torch.tanh(log_std).mul(half_range).add_(self.log_std_min + half_range)
         noise = torch.randn_like(mu) if sample else None
