@@ -9,9 +9,11 @@ Cheetah-run shapes, no rendering: states of 17 floats, or 3x100x100 uint8 frames
 multiplies and convolutions), the achieved rate against this machine's 1024x1024 float32
 matmul rate, the process CPU time per update (all threads), and ``ms_per_update=X`` (wall
 clock) as the last line. ``--released`` times instead a
-compact re-enactment of the released code's update (its passes, per-time-step encoder
-calls, two Q modules, for-loop Adam, the auxiliary step through two optimizers), so the
-two can be compared on the same machine; it trains nothing and is used nowhere else.
+compact re-enactment of the released code's update (its sampler on its obs/next_obs
+layout, its passes, per-time-step encoder calls, two Q modules, for-loop Adam, the
+auxiliary step through two optimizers), so the two can be compared on the same machine;
+it trains nothing and is used nowhere else. Each side samples from its own replay layout
+filled with random data.
 ``--alternate`` times both in one process, an update of each in turn, under one allocator
 (by default tuned for pixels, glibc's for state vectors), and prints ``speedup=X`` (the
 ratio of the two means) before the last line: the code's share of the speed-up. ``--allocator ours`` sets
