@@ -146,11 +146,14 @@ class _Released:
     def _pi(self, obs, detach=False):
         mu, log_std = self.actor.mlp(self.actor.enc(obs, detach)).chunk(2, -1)
         log_std = -10 + 6 * (torch.tanh(log_std) + 1)
+        self.outputs = dict(mu=mu, std=log_std.exp())  # the released actor keeps these
         noise = torch.randn_like(mu)
         pi = torch.tanh(mu + noise * log_std.exp())
-        log_pi = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True) - torch.log(
-            F.relu(1 - pi.pow(2)) + 1e-6).sum(-1, keepdim=True)
-        return pi, log_pi
+        log_pi = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True) - 0.5 * np.log(
+            2 * np.pi) * noise.size(-1)
+        log_pi -= torch.log(F.relu(1 - pi.pow(2)) + 1e-6).sum(-1, keepdim=True)
+        torch.tanh(mu)  # its squash also returns the mean action
+        return pi, log_pi, log_std
 
     def _q(self, net, obs, action, detach=False):
         x = torch.cat([net.enc(obs, detach), action], 1)
@@ -158,19 +161,21 @@ class _Released:
 
     def update(self, replay: "_ReleasedReplay", step):
         c, g = self.c, self.c.genome
-        obs, action, reward, next_obs, window = replay.sample_auxi(
+        obs, action, reward, next_obs, not_done, window = replay.sample_auxi(
             c.batch_size, g.horizon, sorted(set(self.src) | set(self.tgt)))
         with torch.no_grad():
-            pi, log_pi = self._pi(next_obs)
+            pi, log_pi, _ = self._pi(next_obs)
             tq = torch.min(*self._q(self.target, next_obs, pi)) - self.log_alpha.exp() * log_pi
-            tq = reward + 0.99 * tq
+            tq = reward + not_done * 0.99 * tq
         q1, q2 = self._q(self.critic, obs, action)
         loss = F.mse_loss(q1, tq) + F.mse_loss(q2, tq)
         self.opt["critic"].zero_grad(), loss.backward(), self.opt["critic"].step()
         if step % 2 == 0:
-            pi, log_pi = self._pi(obs, detach=True)
+            pi, log_pi, log_std = self._pi(obs, detach=True)
             loss = (self.log_alpha.exp().detach() * log_pi - torch.min(
                 *self._q(self.critic, obs, pi, detach=True))).mean()
+            # computed at every actor step, logged every log_interval steps
+            0.5 * log_std.shape[1] * (1.0 + np.log(2 * np.pi)) + log_std.sum(dim=-1)
             self.opt["actor"].zero_grad(), loss.backward(), self.opt["actor"].step()
             loss = (self.log_alpha.exp() * (-log_pi - ACTION_DIM).detach()).mean()
             self.opt["alpha"].zero_grad(), loss.backward(), self.opt["alpha"].step()
@@ -232,9 +237,9 @@ class _ReleasedReplay:
                 torch.as_tensor(self.not_dones[idx]))
 
     def sample_auxi(self, batch: int, horizon: int, offsets):
-        """RL batch (obs, action, reward, next_obs) and the window: ({offset: states},
-        actions (B, k, A), rewards (B, k))."""
-        obs, next_obs, action, reward, _ = self._gather(np.random.randint(0, self.size, batch))
+        """RL batch (obs, action, reward, next_obs, not_done) and the window:
+        ({offset: states}, actions (B, k, A), rewards (B, k))."""
+        obs, next_obs, action, reward, not_done = self._gather(np.random.randint(0, self.size, batch))
         states, actions, rewards = {}, [], []
         idx = np.random.randint(0, self.size, batch)
         for i in range(horizon):
@@ -246,7 +251,7 @@ class _ReleasedReplay:
                 states[horizon] = s_next
             actions.append(a), rewards.append(r)
         window = ({j: states[j] for j in offsets}, torch.stack(actions, 1), torch.cat(rewards, 1))
-        return obs, action, reward, next_obs, window
+        return obs, action, reward, next_obs, not_done, window
 
 
 # ------------------------------------------------------------------------------ main
