@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from rl.agent import make_agent
-from rl.augment import window_states
+from rl.augment import gather_crops, window_states
 from rl.config import TrainConfig, resolve
 from rl import networks
 from rl.networks import OfeTrunk, TwinQ
@@ -353,6 +353,22 @@ def test_random_crop_is_one_corner_per_state_for_all_its_frames():
             corners = [(t, l) for t in range(RENDER - CROP + 1) for l in range(RENDER - CROP + 1)
                        if np.array_equal(state[:, t:t + CROP, l:l + CROP], out[i * 2 + b])]
             assert corners  # every channel (all S frames) cut at the same corner
+
+
+def test_device_crop_gather_equals_the_host_crop_loop():
+    """The accelerator path (rl.augment.gather_crops, one indexing op) cuts the same crops as
+    the CPU copy loop for the same corners, already in channels-last memory order."""
+    frames = np.random.default_rng(1).integers(0, 256, (5, 3 + STACK, 3, RENDER, RENDER),
+                                               dtype=np.uint8)
+    offsets = (0, 3, 1)
+    torch.manual_seed(7)
+    host = window_states(frames, offsets, STACK, CROP, torch.device("cpu"))
+    torch.manual_seed(7)  # the same corners, drawn as window_states draws them
+    tops = torch.randint(0, RENDER - CROP + 1, (len(offsets), 5))
+    lefts = torch.randint(0, RENDER - CROP + 1, (len(offsets), 5))
+    gathered = gather_crops(torch.from_numpy(frames), offsets, STACK, CROP, tops, lefts)
+    assert torch.equal(gathered, host)
+    assert gathered.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_action_embedding_for_q_needs_the_auxiliary_action_embedding():
