@@ -41,7 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rl.agent import make_agent  # noqa: E402
-from rl.allocator import keep_freed_memory  # noqa: E402
+from rl import allocator as malloc_policy  # noqa: E402
 from rl.config import TrainConfig, resolve  # noqa: E402
 from rl.networks import feature_dim_of, weight_init  # noqa: E402
 from rl.replay import ReplayBuffer  # noqa: E402
@@ -281,8 +281,9 @@ def main(argv=None) -> None:
         p.error("--alternate times both: leave out --released")
     pixels = a.encoder_type == "pixel"
     # As rl.train.train: tuned for pixel runs (where it matters), glibc's defaults otherwise.
-    allocator = a.allocator or ("ours" if pixels and not a.released else "glibc")
-    if allocator == "ours" and not keep_freed_memory():
+    allocator = a.allocator or (
+        "ours" if malloc_policy.wanted("cpu", pixels) and not a.released else "glibc")
+    if allocator == "ours" and not malloc_policy.keep_freed_memory():
         print("note: no glibc mallopt here; the allocator is left as it is")
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)

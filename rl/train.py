@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from rl.agent import make_agent
-from rl.allocator import keep_freed_memory
+from rl import allocator
 from rl.config import TrainConfig, resolve
 from rl.envs import make_env, parse_task
 from rl.logger import Logger
@@ -133,8 +133,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, prog
         torch.set_num_threads(threads)
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    if device.type == "cpu" and config.from_pixels:
-        keep_freed_memory()  # no page faults for the pixel update's big temporaries
+    if allocator.wanted(device.type, config.from_pixels):
+        allocator.keep_freed_memory()  # no page faults for the pixel update's big temporaries
 
     stack = config.frame_stack if config.from_pixels else 1
     env_kwargs = dict(from_pixels=config.from_pixels, image_size=config.render_size,
