@@ -10,7 +10,8 @@ critic's 12 tensors, 2-3 steps an update.
 Here all tensors of a group share one step counter while every step gives each of them a
 gradient (the case in the agent: which parameters a loss reaches does not change). A group
 in which some gradient is missing falls back, from then on, to one counter per tensor and
-skips the tensors without a gradient, as ``torch.optim.Adam`` does.
+skips the tensors without a gradient, as ``torch.optim.Adam`` does. Groups with the same
+hyperparameters are updated by one kernel call.
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ class Adam:
 
     @torch.no_grad()
     def step(self) -> None:
+        # Groups with the same hyperparameters share one kernel call (the agent's
+        # representation optimizer has two: the encoder's and the loss module's).
+        calls: dict[tuple, list[list[torch.Tensor]]] = {}
         for group in self.param_groups:
             params, steps = group["params"], group["steps"]
             grads = [p.grad for p in params]
@@ -66,7 +70,12 @@ class Adam:
                 steps[0].add_(1)
             else:
                 torch._foreach_add_(steps, 1)
-            beta1, beta2 = group["betas"]
-            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=group["lr"],
-                               beta1=beta1, beta2=beta2, weight_decay=0.0, eps=group["eps"],
+            key = (group["lr"], group["betas"], group["eps"], params[0].device, params[0].dtype)
+            lists = calls.setdefault(key, [[], [], [], [], []])
+            for into, part in zip(lists, (params, grads, exp_avgs, exp_avg_sqs, steps)):
+                into += part
+        for (lr, (beta1, beta2), eps, _, _), (params, grads, exp_avgs, exp_avg_sqs, steps) in (
+                calls.items()):
+            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr,
+                               beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps,
                                amsgrad=False, maximize=False)

@@ -9,24 +9,26 @@ from rl.optim import Adam
 SHAPES = [(8, 5), (8,), (2, 4, 4), (3, 1, 1), (1,)]
 
 
-def _groups(params):
-    return [(params[:3], 1e-3, 0.9), (params[3:], 3e-4, 0.5)]
+def _groups(params, second=(3e-4, 0.5)):
+    return [(params[:3], 1e-3, 0.9), (params[3:], *second)]
 
 
-def _torch_adam(params):
+def _torch_adam(params, second):
     return torch.optim.Adam([{"params": p, "lr": lr, "betas": (b1, 0.999)}
-                             for p, lr, b1 in _groups(params)], fused=True)
+                             for p, lr, b1 in _groups(params, second)], fused=True)
 
 
+@pytest.mark.parametrize("second", [(3e-4, 0.5), (1e-3, 0.9)], ids=["own", "same-as-first"])
 @pytest.mark.parametrize("missing", [set(), {1}, {0, 1, 2}])
-def test_matches_torch_fused_adam_step_for_step(missing):
+def test_matches_torch_fused_adam_step_for_step(missing, second):
     """Also when some gradients are missing for a while: those tensors skip the step and
-    their own step count (bias correction) stays behind, as in torch."""
+    their own step count (bias correction) stays behind, as in torch. Groups with the same
+    hyperparameters (run as one kernel call) included."""
     gen = torch.Generator().manual_seed(0)
     start = [torch.randn(s, generator=gen) for s in SHAPES]
     ours = [torch.nn.Parameter(t.clone()) for t in start]
     ref = [torch.nn.Parameter(t.clone()) for t in start]
-    optimizers = [Adam(_groups(ours)), _torch_adam(ref)]
+    optimizers = [Adam(_groups(ours, second)), _torch_adam(ref, second)]
     for step in range(12):
         grads = [torch.randn(s, generator=gen) for s in SHAPES]
         for params, optimizer in zip((ours, ref), optimizers):
