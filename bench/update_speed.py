@@ -294,21 +294,19 @@ def main(argv=None) -> None:
         pre_transform_image_size=84 if a.agent == "pixel_sac" else 100))
     transitions = max(2 * EPISODE, 4 * a.batch_size)
 
-    def data(released: bool):  # each update samples from its own replay layout
-        if released:
-            return _ReleasedReplay(pixels, transitions, config.image_size)
-        return synthetic_replay(pixels, transitions)
-
     def build(released: bool):
+        """(agent, replay): each update samples from its own replay layout."""
         if released:
             crop_shape = (3 * STACK, config.image_size, config.image_size) if pixels else (OBS_DIM,)
-            return _Released(config, crop_shape, ACTION_DIM)
+            return (_Released(config, crop_shape, ACTION_DIM),
+                    _ReleasedReplay(pixels, transitions, config.image_size))
         shape = (3 * STACK, config.render_size, config.render_size) if pixels else (OBS_DIM,)
-        return make_agent(config, shape, ACTION_DIM, torch.device("cpu"))
+        return (make_agent(config, shape, ACTION_DIM, torch.device("cpu")),
+                synthetic_replay(pixels, transitions))
 
     if a.alternate:
-        return alternate((build(False), data(False)), (build(True), data(True)), a.steps, allocator)
-    agent, replay = build(a.released), data(a.released)
+        return alternate(build(False), build(True), a.steps, allocator)
+    agent, replay = build(a.released)
     for step in range(2):  # warm-up (allocator, oneDNN primitive caches)
         agent.update(replay, step)
     with FlopCounterMode(display=False) as counter:

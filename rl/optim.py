@@ -36,10 +36,8 @@ class Adam:
             self.param_groups.append({
                 "params": params, "lr": float(lr), "betas": (float(beta1), float(beta2)),
                 "eps": float(eps),
-                "exp_avgs": [torch.zeros_like(p, memory_format=torch.preserve_format)
-                             for p in params],
-                "exp_avg_sqs": [torch.zeros_like(p, memory_format=torch.preserve_format)
-                                for p in params],
+                "exp_avgs": [torch.zeros_like(p) for p in params],
+                "exp_avg_sqs": [torch.zeros_like(p) for p in params],
                 # One shared counter (the same tensor for each parameter), or one each.
                 "steps": [step] * len(params), "shared": True})
 
