@@ -210,32 +210,33 @@ class Actor(nn.Module):
 class TwinQ(nn.Module):
     """Two Q MLPs (Linear-ReLU-Linear-ReLU-Linear) evaluated as one batched module.
 
-    Layer 1 of both heads is one matrix multiply (they read the same input; its weight is
-    stored (in, out), so its gradient is x^T g, the faster layout on CPU for a narrow input),
-    layer 2 a batched multiply, layer 3 (one output each) an elementwise product and a sum:
-    as a batched multiply of inner size 1 its backward cost ~0.2 ms on CPU for 65k
-    multiply-adds. Each head is initialised like its own orthogonal ``nn.Linear`` stack.
+    Layers 1 and 2 are batched multiplies over the two heads (layer 1 reads the input
+    broadcast to both heads, no copy), so the hidden activations stay (head, B, H) and
+    contiguous: a layout that alternates (B, 2H) and (head, B, H) made the batched multiply
+    and its backward copy the activations (~0.3 ms an update at batch 128 / hidden 256 on
+    CPU). Layer 3 (one output each) is an elementwise product and a sum: as a batched
+    multiply of inner size 1 its backward cost ~0.2 ms on CPU for 65k multiply-adds.
+    Weights are stored (head, in, out); each head is initialised like its own orthogonal
+    ``nn.Linear`` stack.
     """
 
     def __init__(self, in_dim: int, hidden_dim: int):
         super().__init__()
-        self.hidden = hidden_dim
-        self.w1 = nn.Parameter(torch.empty(in_dim, 2 * hidden_dim))  # (in, out): x @ w1
-        self.b1 = nn.Parameter(torch.zeros(2 * hidden_dim))
-        self.w2 = nn.Parameter(torch.empty(2, hidden_dim, hidden_dim))  # (head, in, out)
+        self.w1 = nn.Parameter(torch.empty(2, in_dim, hidden_dim))  # (head, in, out)
+        self.b1 = nn.Parameter(torch.zeros(2, 1, hidden_dim))
+        self.w2 = nn.Parameter(torch.empty(2, hidden_dim, hidden_dim))
         self.b2 = nn.Parameter(torch.zeros(2, 1, hidden_dim))
         self.w3 = nn.Parameter(torch.empty(2, 1, hidden_dim))  # (head, 1, in): nn.Linear's layout
         self.b3 = nn.Parameter(torch.zeros(2, 1))
         with torch.no_grad():
             for i in range(2):
-                nn.init.orthogonal_(self.w1[:, i * hidden_dim:(i + 1) * hidden_dim].T)
+                nn.init.orthogonal_(self.w1[i].T)
                 nn.init.orthogonal_(self.w2[i].T)
                 nn.init.orthogonal_(self.w3[i])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_dim) -> (2, B): both Q values."""
-        h = torch.addmm(self.b1, x, self.w1).relu_()
-        h = h.view(x.shape[0], 2, self.hidden).transpose(0, 1)
+        h = torch.baddbmm(self.b1, x.expand(2, *x.shape), self.w1).relu_()
         h = torch.baddbmm(self.b2, h, self.w2).relu_()
         return (h * self.w3).sum(-1) + self.b3
 

@@ -268,10 +268,10 @@ def test_twin_q_is_two_independent_mlps():
     q, x = TwinQ(5, 7), torch.randn(4, 5)
     out = q(x)
     for i in range(2):
-        h = torch.relu(x @ q.w1[:, 7 * i:7 * (i + 1)] + q.b1[7 * i:7 * (i + 1)])
+        h = torch.relu(x @ q.w1[i] + q.b1[i])
         h = torch.relu(h @ q.w2[i] + q.b2[i])
         assert torch.allclose(out[i], h @ q.w3[i, 0] + q.b3[i], atol=1e-6)
-        w1, w2 = q.w1[:, 7 * i:7 * (i + 1)].detach(), q.w2[i].detach()
+        w1, w2 = q.w1[i].detach(), q.w2[i].detach()
         assert torch.allclose(w1 @ w1.T, torch.eye(5), atol=1e-5)  # orthogonal init per head
         assert torch.allclose(w2.T @ w2, torch.eye(7), atol=1e-5)
 
@@ -388,7 +388,7 @@ def test_action_embedding_for_q_routing(pixels):
     embed = agent.critic.action_encoder
     assert embed is agent.aux.action_embed  # one module, shared
     assert agent.critic_target.action_encoder is not embed
-    assert agent.critic.q.w1.shape[0] == agent.critic.encoder.feature_dim + embed.out_dim
+    assert agent.critic.q.w1.shape[1] == agent.critic.encoder.feature_dim + embed.out_dim
     critic_groups = [{id(p) for p in g["params"]} for g in agent.optimizers["critic"].param_groups]
     assert critic_groups[1] == {id(p) for p in embed.parameters()}
     assert agent.optimizers["critic"].param_groups[1]["lr"] == agent.config.encoder_lr
