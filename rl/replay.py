@@ -12,7 +12,10 @@ stacked observation needs, clamped to the episode's first frame (as the env's re
 A window is valid when all those slots hold one episode, contiguously: it is enough that the
 first and last slot hold the same episode and their steps differ by their ring distance, since
 an episode is written into consecutive slots and the write head overwrites in ring order.
-That also rules out windows through the write head or through unwritten slots.
+That also rules out windows through the write head or through unwritten slots. Each slot's
+(episode, step) is also kept as one integer key, ``episode * 2**32 + step`` (unwritten: a
+large negative number), so the test is one subtraction: the keys of the first and last slot
+differ by the ring distance exactly when both hold the same episode at those steps.
 """
 from __future__ import annotations
 
@@ -24,6 +27,8 @@ import numpy as np
 from rl.run_dir import atomic_file
 
 _EXACT_BELOW = 0.05  # acceptance rate under which sampling enumerates the valid starts instead
+_EPISODE_KEY = 1 << 32  # key = episode * _EPISODE_KEY + step (steps stay far below 2**32)
+_UNWRITTEN = -(1 << 62)  # key of a never-written slot: differs hugely from every real key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +69,10 @@ class ReplayBuffer:
         self._frames = np.empty((capacity, *frame_shape), dtype=self.frame_dtype)
         self._action = np.empty((capacity, action_dim), dtype=np.float32)
         self._reward = np.empty(capacity, dtype=np.float32)
-        self._terminal = np.empty(capacity, dtype=bool)
+        self._not_done = np.empty(capacity, dtype=np.float32)  # 0.0: a true terminal state
         self._episode = np.full(capacity, -1, dtype=np.int64)  # -1 = never written
         self._step = np.zeros(capacity, dtype=np.int64)
+        self._key = np.full(capacity, _UNWRITTEN, dtype=np.int64)  # see the module docstring
         self._rng = np.random.default_rng(seed)
         self._head = 0           # next slot to write
         self._size = 0           # slots written so far (<= capacity)
@@ -85,7 +91,7 @@ class ReplayBuffer:
         order = (np.arange(self._size) + (self._head if self._size == self.capacity else 0)) % self.capacity
         with atomic_file(path) as f:
             np.savez(f, frames=self._frames[order], action=self._action[order],
-                     reward=self._reward[order], terminal=self._terminal[order],
+                     reward=self._reward[order], terminal=self._not_done[order] == 0.0,
                      episode=self._episode[order], step=self._step[order],
                      frame_stack=self.frame_stack)
 
@@ -112,6 +118,7 @@ class ReplayBuffer:
         self._frames[slot] = frame
         self._episode[slot] = self._episode_id
         self._step[slot] = self._episode_step
+        self._key[slot] = self._episode_id * _EPISODE_KEY + self._episode_step
         if self._episode_step == 0:
             self._episodes.append([self._episode_id, 0, 0])
         else:
@@ -139,7 +146,7 @@ class ReplayBuffer:
         slot = self._write(frame)
         self._action[slot] = np.asarray(action, dtype=np.float32).reshape(self.action_dim)
         self._reward[slot] = reward
-        self._terminal[slot] = bool(terminal)
+        self._not_done[slot] = 0.0 if terminal else 1.0
         if terminal:
             self._open = False
 
@@ -170,19 +177,18 @@ class ReplayBuffer:
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self._frames, self._action, self._reward, self._terminal,
-                                      self._episode, self._step))
+        return sum(a.nbytes for a in (self._frames, self._action, self._reward, self._not_done,
+                                      self._episode, self._step, self._key))
 
     # ------------------------------------------------------------------ sampling
     def _valid(self, start: np.ndarray, horizon: int) -> np.ndarray:
         """Whether each start slot begins a valid window (vectorised)."""
-        cap = self.capacity
+        cap, key = self.capacity, self._key
+        last = key[(start + horizon) % cap]
+        if self.frame_stack == 1:
+            return last - key[start] == horizon
         context = np.minimum(self._step[start], self.frame_stack - 1)
-        first = (start - context) % cap
-        last = (start + horizon) % cap
-        episode = self._episode[first]
-        return ((episode >= 0) & (episode == self._episode[last])
-                & (self._step[last] - self._step[first] == horizon + context))
+        return last - key[(start - context) % cap] == horizon + context
 
     def _starts(self, batch_size: int, horizon: int) -> np.ndarray:
         count = self._count(horizon)
@@ -203,23 +209,25 @@ class ReplayBuffer:
             accepted = candidates[self._valid(candidates, horizon)][:needed]
             chosen.append(accepted)
             needed -= len(accepted)
-        return np.concatenate(chosen)
+        return chosen[0] if len(chosen) == 1 else np.concatenate(chosen)
 
     def sample(self, batch_size: int, horizon: int) -> Window:
         """``batch_size`` windows of ``horizon`` transitions, uniform over valid starts."""
         if horizon < 1 or batch_size < 1:
             raise ValueError(f"sample: need horizon >= 1 and batch_size >= 1, got {horizon}, {batch_size}")
-        start = self._starts(batch_size, horizon)
+        start = self._starts(batch_size, horizon)[:, None]
         cap, s = self.capacity, self.frame_stack
-        # Frame positions relative to s_t: -(S-1) .. k, clamped to the episode's first frame.
+        # Frame positions relative to s_t: -(S-1) .. k, the negative ones clamped to the
+        # episode's first frame. s_{t+1} .. s_{t+k} (never clamped) hold the transitions.
         offsets = np.arange(-(s - 1), horizon + 1)
-        step = self._step[start][:, None]
-        frame_slots = (start[:, None] + np.maximum(offsets[None, :], -step)) % cap
-        next_slots = (start[:, None] + np.arange(1, horizon + 1)[None, :]) % cap
+        if s > 1:
+            offsets = np.maximum(offsets, -self._step[start])
+        frame_slots = (start + offsets) % cap
+        next_slots = frame_slots[:, s:]
         return Window(
             frames=self._frames[frame_slots],
             action=self._action[next_slots],
             reward=self._reward[next_slots],
-            not_done=1.0 - self._terminal[next_slots].astype(np.float32),
+            not_done=self._not_done[next_slots],
             frame_stack=s,
         )

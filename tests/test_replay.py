@@ -121,14 +121,15 @@ def test_windows_stay_in_one_episode_and_rebuild_stacks(frame_shape, dtype):
         assert np.all(window.frames[b, :STACK] == window.frames[b, STACK - 1])
 
 
-def test_ring_wraparound_never_spans_write_head():
+@pytest.mark.parametrize("stack", [1, STACK])  # state vectors are not stacked
+def test_ring_wraparound_never_spans_write_head(stack):
     lengths = [5] * 60 + [3, 7, 2, 9, 4, 5, 6]  # about 370 frames through a ring of 50
     capacity = 50
-    buffer = ReplayBuffer(capacity, (2,), np.float32, action_dim=2, frame_stack=STACK, seed=2)
-    log, order = fill(buffer, Stacker((2,), np.float32, STACK), lengths)
+    buffer = ReplayBuffer(capacity, (2,), np.float32, action_dim=2, frame_stack=stack, seed=2)
+    log, order = fill(buffer, Stacker((2,), np.float32, stack), lengths)
     stored = set(order[-capacity:])
     for horizon in range(1, 11):
-        expected = brute_force_starts(order, capacity, horizon, STACK)
+        expected = brute_force_starts(order, capacity, horizon, stack)
         assert buffer._count(horizon) == len(expected)
         if horizon == 1:
             assert len(buffer) == len(expected)
@@ -141,7 +142,7 @@ def test_ring_wraparound_never_spans_write_head():
         assert starts <= expected
         if horizon <= 3:  # uniform sampling reaches every valid start
             many = buffer.sample(2000, horizon)
-            frames = many.frames[:, STACK - 1, :]  # newest frame of s_t: (episode % 250, step)
+            frames = many.frames[:, stack - 1, :]  # newest frame of s_t: (episode % 250, step)
             assert {(int(e), int(s)) for e, s in frames} == expected  # fewer than 250 episodes
 
 
