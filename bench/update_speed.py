@@ -8,7 +8,9 @@ Cheetah-run shapes, no rendering: states of 17 floats, or 3x100x100 uint8 frames
 3 deep and cropped to 84; 6 actions. Prints the FLOPs of one update (FlopCounterMode: matrix
 multiplies and convolutions), the achieved rate against this machine's 1024x1024 float32
 matmul rate, the process CPU time per update (all threads), and ``ms_per_update=X`` (wall
-clock) as the last line. ``--released`` times instead a
+clock) as the last line. Updates ask for their diagnostic metrics every ``log_interval``
+steps, as ``rl.train`` does (the losses come back from every update). ``--released`` times
+instead a
 compact re-enactment of the released code's update (its sampler on its obs/next_obs
 layout, its passes, per-time-step encoder calls, two Q modules, for-loop Adam, the
 auxiliary step through two optimizers), so the two can be compared on the same machine;
@@ -159,7 +161,9 @@ class _Released:
         x = torch.cat([net.enc(obs, detach), action], 1)
         return net.q1(x), net.q2(x)
 
-    def update(self, replay: "_ReleasedReplay", step):
+    def update(self, replay: "_ReleasedReplay", step, diagnostics=True):
+        """``diagnostics`` is ignored: the released logging (every log_interval steps) is
+        left out of the re-enactment."""
         c, g = self.c, self.c.genome
         obs, action, reward, next_obs, not_done, window = replay.sample_auxi(
             c.batch_size, g.horizon, sorted(set(self.src) | set(self.tgt)))
@@ -305,18 +309,19 @@ def main(argv=None) -> None:
                 synthetic_replay(pixels, transitions))
 
     if a.alternate:
-        return alternate(build(False), build(True), a.steps, allocator)
+        return alternate(build(False), build(True), a.steps, allocator, config.log_interval)
     agent, replay = build(a.released)
+    log = config.log_interval  # diagnostics as rl.train asks for them
     for step in range(2):  # warm-up (allocator, oneDNN primitive caches)
         agent.update(replay, step)
     with FlopCounterMode(display=False) as counter:
-        agent.update(replay, 2)  # an actor step and a step without
-        agent.update(replay, 3)
+        agent.update(replay, 2, diagnostics=False)  # an actor step and a step without
+        agent.update(replay, 3, diagnostics=False)
     flops = counter.get_total_flops() / 2
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start, cpu_start = time.perf_counter(), time.process_time()
     for step in range(a.steps):
-        agent.update(replay, 4 + step)
+        agent.update(replay, 4 + step, diagnostics=(4 + step) % log == 0)
     seconds = (time.perf_counter() - start) / a.steps
     cpu_ms = 1000 * (time.process_time() - cpu_start) / a.steps  # sturdier on a shared machine
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / a.steps
@@ -330,18 +335,18 @@ def main(argv=None) -> None:
     print(f"ms_per_update={1000 * seconds:.2f}")
 
 
-def alternate(ours, released, steps: int, allocator: str) -> None:
+def alternate(ours, released, steps: int, allocator: str, log_interval: int) -> None:
     """Ours and the released re-enactment (each an ``(agent, replay)``) in turn, an update
     each, ``steps`` rounds: a slow spell of the machine hits both alike. Both run under the
     same allocator."""
     for step in range(4):  # warm-up
         for agent, replay in (ours, released):
             agent.update(replay, step)
-    times = {"ours": [], "released": []}
+    times: dict[str, list[float]] = {"ours": [], "released": []}
     for step in range(4, 4 + steps):
         for name, (agent, replay) in (("ours", ours), ("released", released)):
             start = time.perf_counter()
-            agent.update(replay, step)
+            agent.update(replay, step, diagnostics=step % log_interval == 0)
             times[name].append(time.perf_counter() - start)
     ratios = sorted(r / o for o, r in zip(times["ours"], times["released"]))
     ours_ms, released_ms = (1000 * sum(times[k]) / steps for k in ("ours", "released"))

@@ -149,8 +149,14 @@ class Agent:
         return (pi if sample else mu)[0].cpu().numpy()
 
     # ------------------------------------------------------------------ update
-    def update(self, replay, step: int) -> dict[str, float]:
+    def update(self, replay, step: int, diagnostics: bool = True) -> dict[str, float]:
         """One gradient step on windows sampled from ``replay``; returns named metrics.
+
+        The losses of the step (``critic_loss``; ``actor_loss`` and ``alpha_loss`` on actor
+        steps; ``aux_loss`` or ``curl_loss``) always; with ``diagnostics`` also
+        ``batch_reward``, ``q_mean``, ``alpha``, ``actor_entropy`` and the loss module's
+        extra terms (the training loop asks for them every ``log_interval`` steps, as the
+        released code logged them; they cost ~1% of a small update).
 
         Order as in the released code: critic every step; actor and temperature every
         ``actor_update_freq``; target EMA every ``critic_target_update_freq``; the auxiliary
@@ -185,19 +191,22 @@ class Agent:
         """
         c = self.config
         batch = self._sample(replay)
-        out: dict[str, torch.Tensor] = {"batch_reward": batch.reward.mean()}
-        target_features = self._update_critic(batch, out)
+        out: dict[str, torch.Tensor] = {}
+        extra = out if diagnostics else None  # where the diagnostics go, if anywhere
+        if extra is not None:
+            extra["batch_reward"] = batch.reward.mean()
+        target_features = self._update_critic(batch, out, extra)
         source = None
         if self._representation and not c.update_encoder_with_actorloss:
             source = self._source_pass(batch)  # the actor step cannot change these weights
         if step % c.actor_update_freq == 0:
-            self._update_actor(batch, source, out)
+            self._update_actor(batch, source, out, extra)
         if step % c.critic_target_update_freq == 0:
             self._update_targets()
         if self._representation:
             if source is None:
                 source = self._source_pass(batch)
-            self._update_representation(batch, source, target_features, out)
+            self._update_representation(batch, source, target_features, out, extra)
         with torch.no_grad():  # one op for all of them, one copy out
             values = torch.stack([v.float() for v in out.values()]).tolist()
         return dict(zip(out.keys(), values))
@@ -238,7 +247,8 @@ class Agent:
                                            dev).get((0,)) if self.pixels else rl.get((0,)))
         return batch
 
-    def _update_critic(self, batch: "_Batch", out: dict) -> torch.Tensor:
+    def _update_critic(self, batch: "_Batch", out: dict,
+                       extra: dict | None = None) -> torch.Tensor:
         """Passes 1-3; returns the target encoder's features of ``batch.target_pass``."""
         c = self.config
         with torch.no_grad():
@@ -252,7 +262,9 @@ class Agent:
         # MSE of Q1 plus MSE of Q2 (the mean over both, doubled)
         critic_loss = 2.0 * F.mse_loss(q, target_q.expand_as(q))
         self._step(critic_loss, "critic")
-        out.update(critic_loss=critic_loss, q_mean=q.detach().mean())
+        out["critic_loss"] = critic_loss
+        if extra is not None:
+            extra["q_mean"] = q.detach().mean()
         return features
 
     def _source_pass(self, batch: "_Batch") -> dict:
@@ -267,7 +279,8 @@ class Agent:
         s0 = src.index(0) if (batch.aux is batch.rl and 0 in src) else None
         return {"h": h, "s0": s0}
 
-    def _update_actor(self, batch: "_Batch", source: dict | None, out: dict) -> None:
+    def _update_actor(self, batch: "_Batch", source: dict | None, out: dict,
+                      extra: dict | None = None) -> None:
         c, b = self.config, self.config.batch_size
         obs = batch.rl.get((0,))
         reused = None
@@ -290,10 +303,11 @@ class Agent:
         alpha_loss = (alpha * (-log_pi.detach() - self.target_entropy)).mean()
         # inputs=: no gradient is computed for the critic's weights.
         self._step(actor_loss + alpha_loss, "actor", inputs=self._actor_grad)
-        with torch.no_grad():
-            entropy = 0.5 * log_std.shape[1] * (1.0 + math.log(2 * math.pi)) + log_std.sum(-1)
-            out.update(actor_loss=actor_loss, alpha_loss=alpha_loss, alpha=self.log_alpha.exp(),
-                       actor_entropy=entropy.mean())
+        out.update(actor_loss=actor_loss, alpha_loss=alpha_loss)
+        if extra is not None:
+            with torch.no_grad():
+                entropy = 0.5 * log_std.shape[1] * (1.0 + math.log(2 * math.pi)) + log_std.sum(-1)
+                extra.update(alpha=self.log_alpha.exp(), actor_entropy=entropy.mean())
 
     def _update_targets(self) -> None:
         """EMA of the critic into its target: Q heads at ``critic_tau``, encoder at ``encoder_tau``."""
@@ -335,14 +349,16 @@ class Agent:
         return aux(online, target, batch.aux_action, batch.aux_reward)
 
     def _update_representation(self, batch: "_Batch", source: dict,
-                               target_features: torch.Tensor | None, out: dict) -> None:
+                               target_features: torch.Tensor | None, out: dict,
+                               extra: dict | None = None) -> None:
         """One step of the ``encoder`` and ``aux`` optimizers on the auxiliary / CURL loss."""
         terms = self._representation_terms(batch, source, target_features)
         name = "curl" if self.curl is not None else "aux"
         loss = terms.pop(f"loss_{name}")
         self._step(loss, "representation")
         out[f"{name}_loss"] = loss
-        out.update(terms)
+        if extra is not None:
+            extra.update(terms)
 
     def _step(self, loss: torch.Tensor, name: str, inputs: list | None = None) -> None:
         optimizer = self.optimizers[name]

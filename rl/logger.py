@@ -5,35 +5,52 @@ The agent's update returns a metrics dict; only the training loop logs (drqv2 st
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 from pathlib import Path
 from typing import Mapping
 
+from rl.run_dir import atomic_write_text
+
 
 class CsvLog:
-    """Append-only CSV whose columns are fixed by the first row written (flushed per row)."""
+    """Append-only CSV, flushed per row. Its columns are those of the first row, widened
+    when a later row brings a new key (the file is then rewritten once, atomically, with
+    the wider header; earlier rows leave the new columns empty)."""
 
     def __init__(self, path: Path, columns: list[str] | None = None):
-        self.path, self.columns = path, columns
+        self.path, self.columns = path, list(columns or [])
         self._file = None
         self._writer: csv.DictWriter | None = None
 
     def write(self, row: Mapping[str, object]) -> None:
-        if self._writer is None:
-            self.columns = self.columns or list(row)
-            self._file = open(self.path, "w", newline="")
-            self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
-            self._writer.writeheader()
+        new = [k for k in row if k not in self.columns]
+        if self._writer is None or new:
+            self._reopen(self.columns + new)
         self._writer.writerow(row)
         self._file.flush()
 
-    def write_header(self, columns: list[str]) -> None:
+    def _reopen(self, columns: list[str]) -> None:
+        """(Re)write the header and every row so far under ``columns``; append after it."""
+        rows = []
+        if self._file is not None:
+            self._file.close()
+            with open(self.path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, buf.getvalue())
         self.columns = columns
-        with open(self.path, "w", newline="") as f:
-            csv.DictWriter(f, fieldnames=columns).writeheader()
+        self._file = open(self.path, "a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=columns)
 
     def close(self) -> None:
+        """Close the file; one never written gets its header (if it has columns)."""
+        if self._writer is None and self.columns:
+            self._reopen(self.columns)
         if self._file:
             self._file.close()
 
@@ -45,11 +62,11 @@ class Logger:
         self.run_dir = Path(run_dir) if run_dir else None
         self._eval = self._train = None
         self._tb = None
-        self._pending_train: list[dict] = []
         if self.run_dir:
             self._eval = CsvLog(self.run_dir / "eval.csv", ["env_step", "episode_return",
                                                              "episode_returns", "eval_s"])
-            self._train = CsvLog(self.run_dir / "train.csv")
+            self._train = CsvLog(self.run_dir / "train.csv", ["env_step", "episode",
+                                 "episode_return", "duration_s", "steps_per_s"])
             if save_tb:
                 from torch.utils.tensorboard import SummaryWriter
                 self._tb = SummaryWriter(str(self.run_dir / "tb"))
@@ -65,42 +82,20 @@ class Logger:
             self._tb.flush()
 
     def train(self, row: Mapping[str, float]) -> None:
-        """One row per training episode: its return and the mean of the update metrics.
-
-        The header is the union of keys seen in the first row that holds update metrics,
-        so the rows of the random-action warm-up are held back until then.
-        """
+        """One row per training episode: its return and the means of the update metrics
+        (losses over every update of the episode, diagnostics over its ``log_interval``
+        steps). Keys first seen later (the warm-up rows have no update metrics) widen
+        the columns."""
         if self._tb:
             for key, value in row.items():
                 if key != "env_step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self._tb.add_scalar(f"train/{key}", value, row["env_step"])
-        if not self._train:
-            return
-        self._pending_train.append(dict(row))
-        if len(row) > _BASE_TRAIN_COLUMNS or self._train.columns:
-            self._flush_train()
-
-    def _flush_train(self) -> None:
-        if not self._train.columns and self._pending_train:
-            keys = list(self._pending_train[0])
-            for r in self._pending_train:
-                keys += [k for k in r if k not in keys]
-            self._train.columns = keys
-        for r in self._pending_train:
-            self._train.write(r)
-        self._pending_train.clear()
+        if self._train:
+            self._train.write(row)
 
     def close(self) -> None:
-        if self._train:
-            self._flush_train()
-            if self._train.columns is None:  # no episode ended: still leave a readable file
-                self._train.write_header(_BASE_COLUMNS)
-            self._train.close()
-        if self._eval:
-            self._eval.close()
+        for log in (self._train, self._eval):
+            if log:
+                log.close()
         if self._tb:
             self._tb.close()
-
-
-_BASE_COLUMNS = ["env_step", "episode", "episode_return", "duration_s", "steps_per_s"]
-_BASE_TRAIN_COLUMNS = len(_BASE_COLUMNS)

@@ -197,7 +197,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, prog
             action = env.sample_action()
         else:
             action = agent.act(obs, sample=True)
-            metrics = agent.update(replay, step)
+            metrics = agent.update(replay, step, diagnostics=step % config.log_interval == 0)
             bad = next((k for k, v in metrics.items() if not math.isfinite(v)), None)
             if bad:
                 failed = f"diverged: non-finite {bad} at env step {step * repeat}"

@@ -65,6 +65,8 @@ def test_update_returns_the_named_metrics(name, pixels):
     metrics = agent.update(replay, 2)
     assert set(metrics) == base | actor
     assert all(np.isfinite(v) for v in metrics.values())
+    losses = {k for k in base | actor if k.endswith("_loss")}  # without diagnostics
+    assert set(agent.update(replay, 4, diagnostics=False)) == losses
 
 
 def test_act_center_crops_pixels_but_not_for_pixel_sac():

@@ -46,7 +46,7 @@ def test_result_and_run_folder(tmp_path):
     assert config["genome_canonical"] == str(named("spr-like"))
     assert config["action_repeat"] == 8 and config["critic_lr"] == 1e-3
     train = pd.read_csv(tmp_path / "r" / "train.csv")
-    assert {"episode_return", "critic_loss", "aux_loss"} <= set(train.columns)
+    assert {"episode_return", "critic_loss", "aux_loss", "q_mean"} <= set(train.columns)
     assert sorted(p.name for p in (tmp_path / "r" / "model").iterdir())[0].startswith("agent_")
     import numpy as np
     buffer = np.load(tmp_path / "r" / "buffer" / "replay.npz")
@@ -60,8 +60,8 @@ def test_a_diverging_run_ends_with_a_reason_not_a_crash(monkeypatch):
         agent = real_make_agent(*args, **kwargs)
         real_update = agent.update
 
-        def update(replay, step):
-            metrics = real_update(replay, step)
+        def update(replay, step, diagnostics=True):
+            metrics = real_update(replay, step, diagnostics)
             return {**metrics, "critic_loss": math.nan} if step >= 60 else metrics
 
         agent.update = update
