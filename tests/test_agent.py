@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from accelerators import devices
 from rl.agent import make_agent
 from rl.augment import gather_crops, window_states
 from rl.config import TrainConfig, resolve
@@ -357,9 +358,11 @@ def test_random_crop_is_one_corner_per_state_for_all_its_frames():
             assert corners  # every channel (all S frames) cut at the same corner
 
 
-def test_device_crop_gather_equals_the_host_crop_loop():
+@pytest.mark.parametrize("device", devices())
+def test_device_crop_gather_equals_the_host_crop_loop(device):
     """The accelerator path (rl.augment.gather_crops, one indexing op) cuts the same crops as
-    the CPU copy loop for the same corners, already in channels-last memory order."""
+    the CPU copy loop for the same corners, already in channels-last memory order; on CUDA
+    through window_states itself (which takes that path off the CPU)."""
     frames = np.random.default_rng(1).integers(0, 256, (5, 3 + STACK, 3, RENDER, RENDER),
                                                dtype=np.uint8)
     offsets = (0, 3, 1)
@@ -368,9 +371,14 @@ def test_device_crop_gather_equals_the_host_crop_loop():
     torch.manual_seed(7)  # the same corners, drawn as window_states draws them
     tops = torch.randint(0, RENDER - CROP + 1, (len(offsets), 5))
     lefts = torch.randint(0, RENDER - CROP + 1, (len(offsets), 5))
-    gathered = gather_crops(torch.from_numpy(frames), offsets, STACK, CROP, tops, lefts)
-    assert torch.equal(gathered, host)
+    dev = torch.device(device)
+    gathered = gather_crops(torch.from_numpy(frames).to(dev), offsets, STACK, CROP,
+                            tops.to(dev), lefts.to(dev))
+    assert torch.equal(gathered.cpu(), host)
     assert gathered.is_contiguous(memory_format=torch.channels_last)
+    if dev.type != "cpu":
+        torch.manual_seed(7)
+        assert torch.equal(window_states(frames, offsets, STACK, CROP, dev).cpu(), host)
 
 
 def test_action_embedding_for_q_needs_the_auxiliary_action_embedding():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from accelerators import devices
 from rl.optim import Adam
 
 SHAPES = [(8, 5), (8,), (2, 4, 4), (3, 1, 1), (1,)]
@@ -18,19 +19,20 @@ def _torch_adam(params, second):
                              for p, lr, b1 in _groups(params, second)], fused=True)
 
 
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("second", [(3e-4, 0.5), (1e-3, 0.9)], ids=["own", "same-as-first"])
 @pytest.mark.parametrize("missing", [set(), {1}, {0, 1, 2}])
-def test_matches_torch_fused_adam_step_for_step(missing, second):
+def test_matches_torch_fused_adam_step_for_step(missing, second, device):
     """Also when some gradients are missing for a while: those tensors skip the step and
     their own step count (bias correction) stays behind, as in torch. Groups with the same
     hyperparameters (run as one kernel call) included."""
     gen = torch.Generator().manual_seed(0)
-    start = [torch.randn(s, generator=gen) for s in SHAPES]
+    start = [torch.randn(s, generator=gen).to(device) for s in SHAPES]
     ours = [torch.nn.Parameter(t.clone()) for t in start]
     ref = [torch.nn.Parameter(t.clone()) for t in start]
     optimizers = [Adam(_groups(ours, second)), _torch_adam(ref, second)]
     for step in range(12):
-        grads = [torch.randn(s, generator=gen) for s in SHAPES]
+        grads = [torch.randn(s, generator=gen).to(device) for s in SHAPES]
         for params, optimizer in zip((ours, ref), optimizers):
             optimizer.zero_grad()
             for i, (p, g) in enumerate(zip(params, grads)):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = [line.split(" ", 2)[2] for line in
@@ -62,6 +63,18 @@ def test_every_readme_command_trains(command, tmp_path):
     assert result["approx_aulc"] == pytest.approx(evals.episode_return.mean())
     # cheetah episodes last 250 agent steps: none ended, the file holds just its header
     assert "episode_return" in pd.read_csv(run / "train.csv").columns
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("command", [README_COMMANDS[i] for i in (0, 1, 4, 7)],
+                         ids=["a2winner-pixel", "a2winner-ofe", "sac-pixel", "curl-pixel"])
+def test_readme_commands_train_on_cuda(command, tmp_path):
+    """The GPU path end to end (device placement, crops cut on the device, fused Adam)."""
+    proc = run_train(f"{command} {TINY} --device cuda --run {tmp_path / 'run'}", tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["failed"] is None
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["device"].startswith("cuda")
 
 
 @pytest.mark.parametrize("args,flag", [
