@@ -16,6 +16,8 @@ layout, its passes, per-time-step encoder calls, two Q modules, for-loop Adam, t
 auxiliary step through two optimizers), so the two can be compared on the same machine;
 it trains nothing and is used nowhere else. Each side samples from its own replay layout
 filled with random data.
+``--device cuda`` times ours on a GPU (the replay and its
+sampling stay on the host, as in training; the re-enactment is CPU only).
 ``--alternate`` times both in one process, an update of each in turn, under one allocator
 (by default tuned for pixels, glibc's for state vectors), and prints ``speedup=X`` (the
 ratio of the two means) before the last line: the code's share of the speed-up. ``--allocator ours`` sets
@@ -70,13 +72,22 @@ def synthetic_replay(pixels: bool, transitions: int, seed: int = 0) -> ReplayBuf
     return replay
 
 
-def matmul_rate() -> float:
-    a, b = torch.rand(1024, 1024), torch.rand(1024, 1024)
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(device: torch.device = torch.device("cpu")) -> float:
+    """float32 1024x1024 matmul rate on ``device`` (FLOP/s)."""
+    a, b = torch.rand(1024, 1024, device=device), torch.rand(1024, 1024, device=device)
     for _ in range(3):
         a @ b
+    sync(device)
     reps, start = 20, time.perf_counter()
     for _ in range(reps):
         a @ b
+    sync(device)
     return 2 * 1024 ** 3 * reps / (time.perf_counter() - start)
 
 
@@ -276,6 +287,7 @@ def main(argv=None) -> None:
                         "glibc with --released or state vectors)")
     p.add_argument("--alternate", action="store_true",
                    help="ours and the released one in turn, in this process (one allocator)")
+    p.add_argument("--device", default="cpu", help="where ours runs (cpu, cuda, cuda:N)")
     a = p.parse_args(argv)
     if min(a.batch_size, a.hidden_dim, a.steps, a.threads, a.encoder_hidden_size) < 1:
         p.error("--batch_size, --hidden_dim, --steps, --threads, --encoder_hidden_size must be >= 1")
@@ -283,10 +295,18 @@ def main(argv=None) -> None:
         p.error("--released and --alternate re-enact auxi_sac only")
     if a.released and a.alternate:
         p.error("--alternate times both: leave out --released")
+    try:
+        device = torch.device(a.device)
+    except RuntimeError:
+        p.error(f"--device: unknown device {a.device!r}")
+    if device.type != "cpu" and (a.released or a.alternate):
+        p.error("--device: the released re-enactment runs on the CPU only")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device: {a.device} asked for, but torch sees no CUDA device")
     pixels = a.encoder_type == "pixel"
     # As rl.train.train: tuned for pixel runs (where it matters), glibc's defaults otherwise.
     allocator = a.allocator or (
-        "ours" if malloc_policy.wanted("cpu", pixels) and not a.released else "glibc")
+        "ours" if malloc_policy.wanted(device.type, pixels) and not a.released else "glibc")
     if allocator == "ours" and not malloc_policy.keep_freed_memory():
         print("note: no glibc mallopt here; the allocator is left as it is")
     torch.set_num_threads(a.threads)
@@ -305,7 +325,7 @@ def main(argv=None) -> None:
             return (_Released(config, crop_shape, ACTION_DIM),
                     _ReleasedReplay(pixels, transitions, config.image_size))
         shape = (3 * STACK, config.render_size, config.render_size) if pixels else (OBS_DIM,)
-        return (make_agent(config, shape, ACTION_DIM, torch.device("cpu")),
+        return (make_agent(config, shape, ACTION_DIM, device),
                 synthetic_replay(pixels, transitions))
 
     if a.alternate:
@@ -319,15 +339,17 @@ def main(argv=None) -> None:
         agent.update(replay, 3, diagnostics=False)
     flops = counter.get_total_flops() / 2
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    sync(device)
     start, cpu_start = time.perf_counter(), time.process_time()
     for step in range(a.steps):
         agent.update(replay, 4 + step, diagnostics=(4 + step) % log == 0)
+    sync(device)
     seconds = (time.perf_counter() - start) / a.steps
     cpu_ms = 1000 * (time.process_time() - cpu_start) / a.steps  # sturdier on a shared machine
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / a.steps
-    peak = matmul_rate()
+    peak = matmul_rate(device)
     what = "released re-enactment" if a.released else config.agent
-    print(f"{what} {a.encoder_type} batch={a.batch_size} hidden={a.hidden_dim} "
+    print(f"{what} {a.encoder_type} device={device} batch={a.batch_size} hidden={a.hidden_dim} "
           f"threads={a.threads} shared_window={a.shared_window} allocator={allocator}: "
           f"{flops / 1e9:.3f} GFLOP/update (mean of an actor and a non-actor step), {flops / seconds / 1e9:.1f} GFLOP/s "
           f"achieved vs {peak / 1e9:.1f} GFLOP/s matmul ({100 * flops / seconds / peak:.0f}%), "
