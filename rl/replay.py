@@ -13,9 +13,10 @@ A window is valid when all those slots hold one episode, contiguously: it is eno
 first and last slot hold the same episode and their steps differ by their ring distance, since
 an episode is written into consecutive slots and the write head overwrites in ring order.
 That also rules out windows through the write head or through unwritten slots. Each slot's
-(episode, step) is also kept as one integer key, ``episode * 2**32 + step`` (unwritten: a
-large negative number), so the test is one subtraction: the keys of the first and last slot
-differ by the ring distance exactly when both hold the same episode at those steps.
+(episode, step) is kept as one integer key, ``episode * 2**32 + step`` (unwritten: a large
+negative number, whose step bits read 0), so the test is one subtraction: the keys of the
+first and last slot differ by the ring distance exactly when both hold the same episode at
+those steps.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from rl.run_dir import atomic_file
 
 _EXACT_BELOW = 0.05  # acceptance rate under which sampling enumerates the valid starts instead
 _EPISODE_KEY = 1 << 32  # key = episode * _EPISODE_KEY + step (steps stay far below 2**32)
+_STEP_BITS = _EPISODE_KEY - 1  # key & _STEP_BITS = step
 _UNWRITTEN = -(1 << 62)  # key of a never-written slot: differs hugely from every real key
 
 
@@ -70,9 +72,8 @@ class ReplayBuffer:
         self._action = np.empty((capacity, action_dim), dtype=np.float32)
         self._reward = np.empty(capacity, dtype=np.float32)
         self._not_done = np.empty(capacity, dtype=np.float32)  # 0.0: a true terminal state
-        self._episode = np.full(capacity, -1, dtype=np.int64)  # -1 = never written
-        self._step = np.zeros(capacity, dtype=np.int64)
-        self._key = np.full(capacity, _UNWRITTEN, dtype=np.int64)  # see the module docstring
+        # (episode, step) of each slot, as one key (see the module docstring)
+        self._key = np.full(capacity, _UNWRITTEN, dtype=np.int64)
         self._rng = np.random.default_rng(seed)
         self._head = 0           # next slot to write
         self._size = 0           # slots written so far (<= capacity)
@@ -89,10 +90,11 @@ class ReplayBuffer:
     def save(self, path) -> None:
         """Write the stored slots (oldest first) to ``path`` as .npz (``--save_buffer``)."""
         order = (np.arange(self._size) + (self._head if self._size == self.capacity else 0)) % self.capacity
+        key = self._key[order]  # all written
         with atomic_file(path) as f:
             np.savez(f, frames=self._frames[order], action=self._action[order],
                      reward=self._reward[order], terminal=self._not_done[order] == 0.0,
-                     episode=self._episode[order], step=self._step[order],
+                     episode=key // _EPISODE_KEY, step=key & _STEP_BITS,
                      frame_stack=self.frame_stack)
 
     # ------------------------------------------------------------------ writing
@@ -106,8 +108,8 @@ class ReplayBuffer:
 
     def _write(self, frame: np.ndarray) -> int:
         slot = self._head
-        old = int(self._episode[slot])
-        if old >= 0:  # overwrite the oldest stored frame, which belongs to the oldest episode
+        if self._key[slot] != _UNWRITTEN:
+            # overwrite the oldest stored frame, which belongs to the oldest episode
             oldest = self._episodes[0]
             self._recount(oldest, -1)
             oldest[1] += 1
@@ -116,8 +118,6 @@ class ReplayBuffer:
             else:
                 self._recount(oldest, +1)
         self._frames[slot] = frame
-        self._episode[slot] = self._episode_id
-        self._step[slot] = self._episode_step
         self._key[slot] = self._episode_id * _EPISODE_KEY + self._episode_step
         if self._episode_step == 0:
             self._episodes.append([self._episode_id, 0, 0])
@@ -178,7 +178,7 @@ class ReplayBuffer:
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self._frames, self._action, self._reward, self._not_done,
-                                      self._episode, self._step, self._key))
+                                      self._key))
 
     # ------------------------------------------------------------------ sampling
     def _valid(self, start: np.ndarray, horizon: int) -> np.ndarray:
@@ -187,7 +187,7 @@ class ReplayBuffer:
         last = key[(start + horizon) % cap]
         if self.frame_stack == 1:
             return last - key[start] == horizon
-        context = np.minimum(self._step[start], self.frame_stack - 1)
+        context = np.minimum(self._key[start] & _STEP_BITS, self.frame_stack - 1)
         return last - key[(start - context) % cap] == horizon + context
 
     def _starts(self, batch_size: int, horizon: int) -> np.ndarray:
@@ -221,7 +221,7 @@ class ReplayBuffer:
         # episode's first frame. s_{t+1} .. s_{t+k} (never clamped) hold the transitions.
         offsets = np.arange(-(s - 1), horizon + 1)
         if s > 1:
-            offsets = np.maximum(offsets, -self._step[start])
+            offsets = np.maximum(offsets, -(self._key[start] & _STEP_BITS))
         frame_slots = (start + offsets) % cap
         next_slots = frame_slots[:, s:]
         return Window(
