@@ -5,13 +5,12 @@ The agent's update returns a metrics dict; only the training loop logs (drqv2 st
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
 from pathlib import Path
 from typing import Mapping
 
-from rl.run_dir import atomic_write_text
+from rl.run_dir import write_csv
 
 
 class CsvLog:
@@ -38,11 +37,7 @@ class CsvLog:
             self._file.close()
             with open(self.path, newline="") as f:
                 rows = list(csv.DictReader(f))
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.path, buf.getvalue())
+        write_csv(self.path, rows, columns)
         self.columns = columns
         self._file = open(self.path, "a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=columns)
