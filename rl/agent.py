@@ -192,21 +192,20 @@ class Agent:
         c = self.config
         batch = self._sample(replay)
         out: dict[str, torch.Tensor] = {}
-        extra = out if diagnostics else None  # where the diagnostics go, if anywhere
-        if extra is not None:
-            extra["batch_reward"] = batch.reward.mean()
-        target_features = self._update_critic(batch, out, extra)
+        if diagnostics:
+            out["batch_reward"] = batch.reward.mean()
+        target_features = self._update_critic(batch, out, diagnostics)
         source = None
         if self._representation and not c.update_encoder_with_actorloss:
             source = self._source_pass(batch)  # the actor step cannot change these weights
         if step % c.actor_update_freq == 0:
-            self._update_actor(batch, source, out, extra)
+            self._update_actor(batch, source, out, diagnostics)
         if step % c.critic_target_update_freq == 0:
             self._update_targets()
         if self._representation:
             if source is None:
                 source = self._source_pass(batch)
-            self._update_representation(batch, source, target_features, out, extra)
+            self._update_representation(batch, source, target_features, out, diagnostics)
         with torch.no_grad():  # one op for all of them, one copy out
             values = torch.stack([v.float() for v in out.values()]).tolist()
         return dict(zip(out.keys(), values))
@@ -248,7 +247,7 @@ class Agent:
         return batch
 
     def _update_critic(self, batch: "_Batch", out: dict,
-                       extra: dict | None = None) -> torch.Tensor:
+                       diagnostics: bool = False) -> torch.Tensor:
         """Passes 1-3; returns the target encoder's features of ``batch.target_pass``."""
         c = self.config
         with torch.no_grad():
@@ -263,8 +262,8 @@ class Agent:
         critic_loss = 2.0 * F.mse_loss(q, target_q.expand_as(q))
         self._step(critic_loss, "critic")
         out["critic_loss"] = critic_loss
-        if extra is not None:
-            extra["q_mean"] = q.detach().mean()
+        if diagnostics:
+            out["q_mean"] = q.detach().mean()
         return features
 
     def _source_pass(self, batch: "_Batch") -> dict:
@@ -280,7 +279,7 @@ class Agent:
         return {"h": h, "s0": s0}
 
     def _update_actor(self, batch: "_Batch", source: dict | None, out: dict,
-                      extra: dict | None = None) -> None:
+                      diagnostics: bool = False) -> None:
         c, b = self.config, self.config.batch_size
         obs = batch.rl.get((0,))
         reused = None
@@ -304,10 +303,10 @@ class Agent:
         # inputs=: no gradient is computed for the critic's weights.
         self._step(actor_loss + alpha_loss, "actor", inputs=self._actor_grad)
         out.update(actor_loss=actor_loss, alpha_loss=alpha_loss)
-        if extra is not None:
+        if diagnostics:
             with torch.no_grad():
                 entropy = 0.5 * log_std.shape[1] * (1.0 + math.log(2 * math.pi)) + log_std.sum(-1)
-                extra.update(alpha=self.log_alpha.exp(), actor_entropy=entropy.mean())
+                out.update(alpha=self.log_alpha.exp(), actor_entropy=entropy.mean())
 
     def _update_targets(self) -> None:
         """EMA of the critic into its target: Q heads at ``critic_tau``, encoder at ``encoder_tau``."""
@@ -350,15 +349,15 @@ class Agent:
 
     def _update_representation(self, batch: "_Batch", source: dict,
                                target_features: torch.Tensor | None, out: dict,
-                               extra: dict | None = None) -> None:
+                               diagnostics: bool = False) -> None:
         """One step of the ``encoder`` and ``aux`` optimizers on the auxiliary / CURL loss."""
         terms = self._representation_terms(batch, source, target_features)
         name = "curl" if self.curl is not None else "aux"
         loss = terms.pop(f"loss_{name}")
         self._step(loss, "representation")
         out[f"{name}_loss"] = loss
-        if extra is not None:
-            extra.update(terms)
+        if diagnostics:
+            out.update(terms)
 
     def _step(self, loss: torch.Tensor, name: str, inputs: list | None = None) -> None:
         optimizer = self.optimizers[name]
