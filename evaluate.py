@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 from rl.cli import GENOME_FLAGS, add_config_flags
 from rl.config import TrainConfig
 from spaces import Genome, GenomeError
-from search import evaluation as ev
+from search.evaluation import plan as ev
 
 # TrainConfig fields the evaluation sets itself (per run) or names differently.
 OWN_FIELDS = {"domain_name", "task_name", "agent", "seed", "genome", "work_dir", "num_train_steps"}
@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None, *, train_fn: Callable | None = None)
         if args.report:
             if not stored.is_file():
                 raise ev.EvalError(f"--report: {run_dir} holds no evaluation ({ev.CONFIG_FILE})")
-            from search.eval_report import write_report
+            from search.report.eval_report import write_report
             print("\n".join(map(str, write_report(run_dir))))
             return 0
         if args.resume and stored.is_file():

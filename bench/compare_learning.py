@@ -22,7 +22,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search.stats import summarize, welch_t_test  # noqa: E402
+from search.report.stats import summarize, welch_t_test  # noqa: E402
 
 
 IGNORED = {"seed", "work_dir"}  # what may differ between runs of one side

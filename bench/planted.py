@@ -17,8 +17,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from search.engine import EngineConfig  # noqa: E402
-from search.planted import PLANTED_PREFIX, evaluations_to_find, parse_planted, run_planted  # noqa: E402
+from search.evolution.engine import EngineConfig  # noqa: E402
+from search.evolution.planted import PLANTED_PREFIX, evaluations_to_find, parse_planted, run_planted  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,12 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.cluster import init_ray, local_cpus  # noqa: E402
-from search.dispatch import Session, run_tune  # noqa: E402
-from search.display import Display  # noqa: E402
-from search.engine import ROW_COLUMNS, Engine  # noqa: E402
-from search.presets import build_setup  # noqa: E402
-from search.run_folder import RunFolder  # noqa: E402
+from search.runs.cluster import init_ray, local_cpus  # noqa: E402
+from search.runs.dispatch import Session, run_tune  # noqa: E402
+from search.runs.display import Display  # noqa: E402
+from search.evolution.engine import ROW_COLUMNS, Engine  # noqa: E402
+from search.commands.presets import build_setup  # noqa: E402
+from search.runs.folder import RunFolder  # noqa: E402
 
 
 def measure(concurrent: int, budget: int, root: Path) -> dict:

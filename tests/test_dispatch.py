@@ -13,12 +13,12 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from search.cluster import init_ray  # noqa: E402
-from search.dispatch import EngineSearcher, Outcome, Session, error_text, run_tune  # noqa: E402
-from search.display import Display  # noqa: E402
-from search.engine import ROW_COLUMNS, Engine  # noqa: E402
-from search.presets import DispatchConfig, PRESETS, build_setup  # noqa: E402
-from search.run_folder import RunFolder  # noqa: E402
+from search.runs.cluster import init_ray  # noqa: E402
+from search.runs.dispatch import EngineSearcher, Outcome, Session, error_text, run_tune  # noqa: E402
+from search.runs.display import Display  # noqa: E402
+from search.evolution.engine import ROW_COLUMNS, Engine  # noqa: E402
+from search.commands.presets import DispatchConfig, PRESETS, build_setup  # noqa: E402
+from search.runs.folder import RunFolder  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +133,7 @@ def test_faults_are_retried_or_recorded_and_the_search_goes_on(tmp_path, local_r
 
 
 def test_cluster_too_small_is_one_clear_error(local_ray):
-    from search.dispatch import concurrency
+    from search.runs.dispatch import concurrency
 
     with pytest.raises(ValueError, match="--gpus_per_candidate"):
         concurrency(DispatchConfig(gpus_per_candidate=0.5))

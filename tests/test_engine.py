@@ -10,10 +10,9 @@ import sys
 import pytest
 
 from spaces import MAX_HORIZON, MIN_HORIZON, Genome, named, reject_reason, similarity
-from search import engine as engine_module
-from search.engine import ROW_COLUMNS, Engine, EngineConfig
-from search.operators import OPERATORS
-from search.planted import drive, evaluations_to_find, parse_planted, planted_fitness, run_planted
+from search.evolution.engine import ROW_COLUMNS, Engine, EngineConfig
+from search.evolution.operators import OPERATORS
+from search.evolution.planted import drive, evaluations_to_find, parse_planted, planted_fitness, run_planted
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGET = named("a2-winner")
@@ -206,8 +205,8 @@ def test_elite_reevals_run_top_genomes_on_fresh_seeds():
 # ---------------------------------------------------------------- determinism and state
 SCRIPT = """
 import json, sys
-from search.engine import EngineConfig
-from search.planted import parse_planted, run_planted
+from search.evolution.engine import EngineConfig
+from search.evolution.planted import parse_planted, run_planted
 rows = run_planted(EngineConfig(strategy=sys.argv[1], population=10, budget=60, seed=11,
                                 seeds_per_candidate=2), parse_planted("planted:a2-winner"), workers=3)
 print(json.dumps(rows))
@@ -266,9 +265,9 @@ def test_planted_fitness_is_spaces_similarity():
     for name in ("curl-like", "a2-winner-v", "forward-dynamics"):
         assert FITNESS(named(name)) == similarity(named(name), TARGET)
     assert FITNESS(TARGET) == 1.0
-    rows = engine_module.run_planted(EngineConfig(seed_losses=("a2-winner",), budget=3), TARGET)
+    rows = run_planted(EngineConfig(seed_losses=("a2-winner",), budget=3), TARGET)
     assert evaluations_to_find(rows) == 1
-    assert engine_module.planted_fitness(TARGET)(TARGET) == 1.0
+    assert planted_fitness(TARGET)(TARGET) == 1.0
 
 
 @pytest.mark.parametrize("changes, field", [

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 import evaluate
-from search import eval_report, evaluation as ev
+from search.report import eval_report
+from search.evaluation import plan as ev
 from spaces import named
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,7 +197,7 @@ def test_a_used_folder_is_never_overwritten(tmp_path, capsys):
 @pytest.fixture(scope="class")
 def ray_2cpus():
     import ray
-    from search.cluster import init_ray
+    from search.runs.cluster import init_ray
 
     init_ray(num_cpus=2)
     yield

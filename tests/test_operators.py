@@ -4,7 +4,7 @@ import random
 import pytest
 
 from spaces import MAX_HORIZON, METRICS, MIN_HORIZON, NAMED_LOSSES, Genome, GenomeError, reject_reason
-from search import operators as ops
+from search.evolution import operators as ops
 
 PARENTS = list(NAMED_LOSSES.values()) + [ops.random_genome(random.Random(i), 0.3) for i in range(20)]
 PARENTS = [g.canonical() for g in PARENTS]

@@ -14,7 +14,7 @@ import pytest
 
 from spaces import NAMED_LOSSES, Genome, patterns, reject_reason
 from spaces.genome import KINDS, max_offset
-from search.report import ReportError, write_report
+from search.report.search_report import ReportError, write_report
 
 COLUMNS = ["id", "genome", "auxi_pred_horizon", "auxi_pred_input_s", "auxi_pred_input_a",
            "auxi_pred_input_r", "auxi_pred_input_s_", "auxi_pred_output_s", "auxi_pred_output_a",

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from search.engine import ROW_COLUMNS, Engine, EngineConfig
-from search.run_folder import CURVE_COLUMNS, RunFolder, RunFolderError
+from search.evolution.engine import ROW_COLUMNS, Engine, EngineConfig
+from search.runs.folder import CURVE_COLUMNS, RunFolder, RunFolderError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 DRIVER = textwrap.dedent("""
     import os, sys, time, types
     sys.path.insert(0, {repo!r})
-    from search.cli import main
+    from search.commands.search_cli import main
 
     def fake_train(config, run_dir=None, *, progress=False, threads=None, seed=None):
         with open({log!r}, "a") as f:
@@ -183,8 +183,8 @@ def test_planted_session_saves_at_most_once_a_interval_and_flushes_at_the_end(tm
     pytest.importorskip("ray")
     import io
 
-    from search.dispatch import Session, run_planted
-    from search.display import Display
+    from search.runs.dispatch import Session, run_planted
+    from search.runs.display import Display
     from spaces import named
 
     folder, _ = new_folder(tmp_path)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import main
-from search.display import Display, Snapshot
-from search.presets import PRESETS, SearchSetup, build_setup
+from search.commands.search_cli import main
+from search.runs.display import Display, Snapshot
+from search.commands.presets import PRESETS, SearchSetup, build_setup
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -137,7 +137,7 @@ def test_planted_fitness_runs_in_the_driver_without_ray(planted_run, capsys):
 
 
 def test_no_preset_picks_one_by_hardware_and_says_so(tmp_path, capsys, monkeypatch):
-    import search.presets as presets
+    import search.commands.presets as presets
 
     monkeypatch.setattr(presets, "has_gpu", lambda: False)
     assert main(["--fitness", "planted:curl-like", "--budget", "4", "--population", "4",

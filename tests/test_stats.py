@@ -1,4 +1,4 @@
-"""search.stats against scipy and hand-computed numbers."""
+"""search.report.stats against scipy and hand-computed numbers."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp
 
-from search import stats
+from search.report import stats
 
 A = [812.0, 790.5, 845.2, 760.1, 830.0]
 B = [560.3, 610.8, 498.2, 640.0, 575.5, 530.9, 601.2]

@@ -12,8 +12,8 @@ import operator
 from typing import Any, Callable
 
 from spaces import Genome, GenomeError, positions
-from search.engine import Engine, EngineConfig
-from search.operators import genome_from_text
+from search.evolution.engine import Engine, EngineConfig
+from search.evolution.operators import genome_from_text
 
 PLANTED_PREFIX = "planted:"
 

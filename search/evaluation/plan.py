@@ -1,11 +1,11 @@
 """What an evaluation is: the losses (named, a genome, the top of a search, baselines), the
 plan of (loss, task, seed) runs, and its run folder; ``evaluate`` runs the plan through
-:mod:`search.eval_dispatch` and writes the report (:mod:`search.eval_report`).
+:mod:`search.runs.eval_dispatch` and writes the report (:mod:`search.report.eval_report`).
 
 Run folder (``--run results/NAME``):
 - ``eval_config.json``: the command line, the plan (every run's resolved config), versions and
   git commit, written before the first run starts;
-- ``records/<key>.json``: one per finished run (see :mod:`search.eval_dispatch`);
+- ``records/<key>.json``: one per finished run (see :mod:`search.runs.eval_dispatch`);
 - ``runs/<key>/``: the training run's own folder (``rl.train.train``'s run_dir);
 - the report: curves.csv, summary.csv, comparison.csv, summary.md, plots/<task>.png.
 """
@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Sequence
 
 from rl.config import TrainConfig, resolve
 from rl.run_dir import atomic_write_json, git_commit, versions
-from search.eval_dispatch import (RECORDS, Dispatch, DispatchError, load_records, make_record,
+from search.runs.eval_dispatch import (RECORDS, Dispatch, DispatchError, load_records, make_record,
                                   run_plan, write_record)
 from spaces import NAMED_LOSSES, Genome, GenomeError, build_error, named
 
@@ -267,7 +267,7 @@ def check_run_folder(plan: Plan, run_dir: Path, resume: bool) -> None:
 def evaluate(plan: Plan, run_dir: str | os.PathLike, dispatch: Dispatch, *,
              argv: Sequence[str], train_fn: Callable | None = None) -> list[Path]:
     """Record the plan (unless resuming), train what is not recorded, write the report."""
-    from search.eval_report import write_report
+    from search.report.eval_report import write_report
 
     run_dir = Path(run_dir)
     fresh = not (run_dir / CONFIG_FILE).is_file()

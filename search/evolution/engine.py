@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Any, Callable
+from typing import Any
 
 from spaces import Genome, reject_reason
-from search.operators import OPERATORS, choose_operator, genome_from_text, random_genome, vary
-from search.records import (ROW_COLUMNS, STATUSES, Candidate, GenomeRecord, Trial, make_result,
+from search.evolution.operators import OPERATORS, choose_operator, genome_from_text, random_genome, vary
+from search.evolution.records import (ROW_COLUMNS, STATUSES, Candidate, GenomeRecord, Trial, make_result,
                             make_row)
-from search.strategies import STRATEGIES, Slot
+from search.evolution.strategies import STRATEGIES, Slot
 
-__all__ = ["EngineConfig", "Candidate", "Trial", "Engine", "ROW_COLUMNS", "STATUSES",
-           "planted_fitness", "run_planted"]
+__all__ = ["EngineConfig", "Candidate", "Trial", "Engine", "ROW_COLUMNS", "STATUSES"]
 
 SEED_RANGE = 2**31 - 1
 
@@ -290,14 +289,3 @@ class Engine:
         engine._strategy.load_state_dict(state["strategy"])
         return engine
 
-
-def planted_fitness(target: Genome) -> Callable[[Genome], float]:
-    """spaces.similarity to a planted genome (defined in search/planted.py)."""
-    from search.planted import planted_fitness as make
-    return make(target)
-
-
-def run_planted(config: EngineConfig, target: Genome, **options: Any) -> list[dict[str, Any]]:
-    """The whole search against a planted genome, without Ray (see search/planted.py)."""
-    from search.planted import run_planted as run
-    return run(config, target, **options)

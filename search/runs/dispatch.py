@@ -27,11 +27,12 @@ from typing import Any, Callable, Mapping
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from search.cluster import ClusterError
-from search.display import Display, Snapshot
-from search.engine import ROW_COLUMNS, Engine, Trial, planted_fitness
-from search.presets import DispatchConfig
-from search.run_folder import RunFolder
+from search.runs.cluster import ClusterError
+from search.runs.display import Display, Snapshot
+from search.evolution.engine import ROW_COLUMNS, Engine, Trial
+from search.evolution.planted import planted_fitness
+from search.commands.presets import DispatchConfig
+from search.runs.folder import RunFolder
 from spaces import Genome
 
 TrainFn = Callable[..., Any]   # rl.train.train's signature; tests pass fakes

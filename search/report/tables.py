@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from spaces import PATTERNS, Genome, GenomeError, patterns
-from search.report_data import Run
-from search.stats import welch_t_test
+from search.report.run_data import Run
+from search.report.stats import welch_t_test
 
 FLAG_COLUMNS = ("auxi_pred_horizon", "auxi_pred_input_s", "auxi_pred_input_a", "auxi_pred_input_r",
                 "auxi_pred_input_s_", "auxi_pred_output_s", "auxi_pred_output_a",
@@ -138,7 +138,7 @@ def lineage_markdown(entries: list[dict]) -> str:
 
 # --------------------------------------------------------------- patterns
 def welch(with_: np.ndarray, without: np.ndarray) -> tuple[float, float]:
-    """Welch's t statistic and p-value (search.stats); NaN when a group has < 2 members."""
+    """Welch's t statistic and p-value (search.report.stats); NaN when a group has < 2 members."""
     result = welch_t_test(with_, without)
     return result.t, result.p
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from search import report_plots as plots
-from search.report_data import ReportError, Run, load_run
-from search.report_tables import (generations_table, lineage, lineage_markdown, patterns_table,
+from search.report import plots
+from search.report.run_data import ReportError, Run, load_run
+from search.report.tables import (generations_table, lineage, lineage_markdown, patterns_table,
                                   to_markdown, to_text, top_k_table)
 
 __all__ = ["ReportError", "write_report"]

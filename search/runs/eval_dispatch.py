@@ -22,7 +22,7 @@ from rl.config import TrainConfig
 from rl.run_dir import atomic_write_json
 
 if TYPE_CHECKING:
-    from search.evaluation import Plan, RunSpec
+    from search.evaluation.plan import Plan, RunSpec
 
 RECORDS = "records"
 
@@ -155,7 +155,7 @@ def run_plan(plan: Plan, run_dir: str | os.PathLike, dispatch: Dispatch, *,
     as ``error``. ``train_fn`` replaces ``rl.train.train`` (tests).
     """
     import ray
-    from search.cluster import init_ray
+    from search.runs.cluster import init_ray
 
     run_dir = Path(run_dir)
     records = load_records(run_dir)

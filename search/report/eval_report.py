@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 
 from rl.run_dir import atomic_write_text, write_csv
-from search import stats
-from search.evaluation import CONFIG_FILE, REPORT_STEPS, load_records
+from search.report import stats
+from search.evaluation.plan import CONFIG_FILE, REPORT_STEPS, load_records
 from spaces import named
 
 ALL = "all tasks"

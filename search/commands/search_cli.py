@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from rl.config import TrainConfig
-from search.presets import (NOT_OVERRIDABLE, PRESETS, SearchSetup, auto_preset,
+from search.commands.presets import (NOT_OVERRIDABLE, PRESETS, SearchSetup, auto_preset,
                             build_setup, run_name)
-from search.run_folder import RunFolder, RunFolderError
+from search.runs.folder import RunFolder, RunFolderError
 
 ENGINE_FLAGS = {
     "strategy": (str, "generational | steady | random"),
@@ -156,10 +156,10 @@ def execute(todo: Plan, *, train_fn: Any = None, stream: TextIO | None = None) -
     Returns 0 when the search finished, 130 when it stopped early (resume it), 2 when the
     Ray cluster cannot be joined or cannot hold one candidate (one line, nothing written)."""
     # Imported here: Ray Tune takes seconds to import, bad input should not wait for it.
-    from search import dispatch
-    from search.cluster import ClusterError, init_ray
-    from search.display import Display, Snapshot, summary
-    from search.engine import ROW_COLUMNS, Engine
+    from search.runs import dispatch
+    from search.runs.cluster import ClusterError, init_ray
+    from search.runs.display import Display, Snapshot, summary
+    from search.evolution.engine import ROW_COLUMNS, Engine
 
     setup = todo.setup
     ray_note = None
@@ -237,7 +237,7 @@ def _report(argv: list[str]) -> int:
     p.add_argument("--top", type=int, default=5, help="how many of the best genomes to list")
     try:
         args = p.parse_args(argv)
-        from search.report import write_report
+        from search.report.search_report import write_report
         write_report(args.run, top_k=args.top)
     except (ValueError, OSError) as err:  # ReportError is a ValueError
         return _fail(err)

@@ -11,7 +11,7 @@ import dataclasses
 import random
 from typing import Callable, Mapping
 
-from search.records import GenomeRecord
+from search.evolution.records import GenomeRecord
 
 Records = Mapping[str, GenomeRecord]
 Picker = Callable[[random.Random, int], list[str]]

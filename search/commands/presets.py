@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rl.config import TrainConfig, resolve
-from search.engine import EngineConfig
-from search.operators import genome_from_text
+from search.evolution.engine import EngineConfig
+from search.evolution.operators import genome_from_text
 from spaces import Genome, GenomeError
 
 # Per-candidate training for state tasks: the small dense OFE encoder of the A2LS README.
