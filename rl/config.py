@@ -141,6 +141,16 @@ class TrainConfig:
         out["genome_canonical"] = str(self.genome)
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        """The inverse of :meth:`to_dict` (JSON-safe: what a Ray trial receives); keys that
+        are not fields (``genome_canonical``) are ignored."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        if isinstance(values.get("genome"), dict):
+            values["genome"] = Genome.from_flags(values["genome"])
+        return cls(**values)
+
 
 def resolve(config: TrainConfig) -> TrainConfig:
     """Fill every per-task default; validate values. Raises ValueError naming the flag."""

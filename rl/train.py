@@ -15,6 +15,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ class TrainResult:
     failed: str | None = None
     run_dir: str | None = None
     seed: int | None = None
+    env_steps: int = 0                    # environment steps trained (fewer if it diverged)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -121,9 +123,16 @@ class _Progress:
             print(file=sys.stderr)
 
 
+Curve = tuple[tuple[int, float], ...]
+
+
 def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, progress: bool = False,
-          threads: int | None = None, seed: int | None = None) -> TrainResult:
+          threads: int | None = None, seed: int | None = None,
+          on_checkpoint: Callable[[Curve], None] | None = None) -> TrainResult:
     """Train ``config.agent`` on ``config.task``; see :class:`TrainResult`.
+
+    ``on_checkpoint(curve)`` is called after every evaluation with the curve so far (a Ray
+    trial reports it there, so that a scheduler can stop the run early).
 
     Raises ValueError (one line naming the flag) for a bad config, before writing anything.
     """
@@ -173,6 +182,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, prog
         if config.save_buffer and run_dir:
             (run_dir / "buffer").mkdir(exist_ok=True)
             replay.save(run_dir / "buffer" / "replay.npz")
+        if on_checkpoint is not None:
+            on_checkpoint(tuple(curve))
 
     episode, over = 0, True
     episode_return, episode_start, sums, counts = 0.0, time.time(), {}, {}
@@ -222,7 +233,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, prog
         approx_aulc=float(np.mean(returns)) if returns else float("nan"),
         final_return=returns[-1] if returns else float("nan"),
         wall_s=time.time() - wall_start, train_s=train_s, failed=failed,
-        run_dir=str(run_dir) if run_dir else None, seed=config.seed)
+        run_dir=str(run_dir) if run_dir else None, seed=config.seed,
+        env_steps=(step if failed else total) * repeat)
     if run_dir is not None:
         atomic_write_json(Path(run_dir) / "result.json", result.to_dict())
     return result

@@ -24,7 +24,10 @@ def one_thread():
 
 
 def test_same_seed_twice_gives_identical_evaluation_returns():
-    a = rl_train.train(TINY, threads=1)
+    seen = []
+    a = rl_train.train(TINY, threads=1, on_checkpoint=seen.append)
+    assert seen == [a.curve[:1], a.curve[:2], a.curve]  # the curve so far, after each evaluation
+    assert a.env_steps == 1600
     b = rl_train.train(TINY, threads=1)
     assert a.failed is None and b.failed is None
     assert [s for s, _ in a.curve] == [0, 800, 1600]
@@ -70,6 +73,7 @@ def test_a_diverging_run_ends_with_a_reason_not_a_crash(monkeypatch):
     monkeypatch.setattr(rl_train, "make_agent", make_exploding_agent)
     result = rl_train.train(TINY, threads=1)
     assert result.failed == "diverged: non-finite critic_loss at env step 480"
+    assert result.env_steps == 480
     assert [s for s, _ in result.curve] == [0]  # what was evaluated before is kept
 
 
@@ -78,3 +82,9 @@ def test_bad_config_raises_value_error_naming_the_flag():
         rl_train.train(TINY.replace(domain_name="cartpole_fly"))
     with pytest.raises(ValueError, match="--num_train_steps"):
         rl_train.train(TINY.replace(num_train_steps=-1))
+
+
+def test_config_round_trips_through_its_json_dict():
+    config = rl_train.prepare(TINY.replace(genome=named("a2-winner-v"), auxi_ema=False))
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and str(again.genome) == str(named("a2-winner-v"))
