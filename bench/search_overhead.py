@@ -26,8 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.runs.cluster import init_ray, local_cpus  # noqa: E402
-from search.runs.dispatch import Session, run_tune  # noqa: E402
+from search.runs.config import DispatchConfig  # noqa: E402
 from search.runs.display import Display  # noqa: E402
+from search.runs.session import SearchSession  # noqa: E402
+from search.runs.tuner import run_jobs  # noqa: E402
 from search.evolution.engine import ROW_COLUMNS, Engine  # noqa: E402
 from search.commands.presets import build_setup  # noqa: E402
 from search.runs.folder import RunFolder  # noqa: E402
@@ -39,9 +41,9 @@ def measure(concurrent: int, budget: int, root: Path) -> dict:
     engine = Engine(setup.engine)
     folder = RunFolder.create(root / f"c{concurrent}", setup.to_config(), engine.state_dict(),
                               engine.rows(), ROW_COLUMNS)
-    session = Session(engine, folder, Display(io.StringIO(), tty=False))
+    session = SearchSession(engine, folder, Display(io.StringIO(), tty=False), base=setup.train)
     start = time.monotonic()
-    run_tune(session, setup.train, setup.dispatch)
+    run_jobs(session, setup.dispatch, folder.tune_dir)
     total = time.monotonic() - start
     ok = [t for t in session.timings if t["error"] is None and t["train_s"] is not None]
     return {
@@ -66,7 +68,8 @@ def main() -> None:
           f"eval every {train.eval_freq} ({train.num_eval_episodes} episode); "
           f"machine: {local_cpus()} CPUs")
     t0 = time.monotonic()
-    print(init_ray(num_cpus=max(levels + [local_cpus()])), f"(start-up {time.monotonic() - t0:.1f} s)")
+    print(init_ray(DispatchConfig(num_cpus=max(levels + [local_cpus()]))),
+          f"(start-up {time.monotonic() - t0:.1f} s)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for level in levels:

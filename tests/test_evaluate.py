@@ -3,6 +3,7 @@ report; end to end with the real rl.train (skipped until it can train)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -16,9 +17,15 @@ from pathlib import Path
 
 import pytest
 
-import evaluate
+from search.commands import evaluate_cli as evaluate
+from search.evaluation import folder as store
+from search.evaluation import losses, plan as ev
+from search.evaluation.session import EvalSession
 from search.report import eval_report
-from search.evaluation import plan as ev
+from search.runs.config import DispatchConfig
+from search.runs.display import Display
+from search.runs.jobs import Outcome
+from search.runs.tuner import run_jobs
 from spaces import named
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,9 +85,22 @@ def fake_train(config, run_dir, *, progress=False, threads=None, seed=None, call
     if config.agent in diverge:
         curve, failed = curve[:2], "diverged: non-finite critic_loss at env step 1000"
     returns = [r for _, r in curve]
-    return types.SimpleNamespace(curve=curve, approx_aulc=sum(returns) / len(returns),
-                                 final_return=returns[-1], wall_s=sleep, train_s=sleep,
-                                 failed=failed, run_dir=str(run_dir))
+    result = types.SimpleNamespace(curve=curve, approx_aulc=sum(returns) / len(returns),
+                                   final_return=returns[-1], wall_s=sleep, train_s=sleep,
+                                   failed=failed, run_dir=str(run_dir))
+    if run_dir is not None:  # the files rl.train writes there
+        Path(run_dir).mkdir(parents=True)
+        Path(run_dir, "eval.csv").write_text("env_step,episode_return\n" +
+                                             "".join(f"{s},{r}\n" for s, r in curve))
+        Path(run_dir, "result.json").write_text(json.dumps(vars(result)))
+    return result
+
+
+def fake_probe(config):
+    """The start-up probe's stand-in: runs of fake_train take no time."""
+    from rl.probe import StepTimes
+
+    return StepTimes(setup_s=0.5, env_s=0.0, act_s=0.0, update_s=0.0, episode_steps=0)
 
 
 def _plan(argv: list[str]) -> ev.Plan:
@@ -148,9 +168,9 @@ def test_top_k_of_a_search(tmp_path):
         ("k1 s00/a1/r0 > s00/a0/r1 mse", "rejected", math.nan),
         ("k2 s100/a11/r00 > s011/a00/r00 nmse", "failed", 999.0),
         ("k2 s100/a11/r00 > s001/a00/r00 mse", "trained", 120.0)])
-    losses = ev.top_losses(folder, 2)
-    assert [l.genome for l in losses] == [named("curl-like"), named("forward-dynamics")]
-    assert losses[0].label == f"top1-{named('curl-like').id}" and "= curl-like" in losses[0].origin
+    top = losses.top_losses(folder, 2)
+    assert [l.genome for l in top] == [named("curl-like"), named("forward-dynamics")]
+    assert top[0].label == f"top1-{named('curl-like').id}" and "= curl-like" in top[0].origin
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -164,6 +184,11 @@ def test_top_k_of_a_search(tmp_path):
     (["--loss", "a2-winner", "--seeds", "zero"], "--seeds"),
     (["--loss", "a2-winner", "--baselines", "dreamer"], "--baselines: unknown baseline 'dreamer'"),
     (["--domain_name", "cheetah_run"], "nothing to evaluate"),
+    (["--loss", "a2-winner", "--cpus_per_run", "0"], "--cpus_per_run: expected a number > 0, got 0.0"),
+    (["--loss", "a2-winner", "--gpus_per_run", "-1"], "--gpus_per_run: expected a number >= 0"),
+    (["--loss", "a2-winner", "--max_failures", "-1"], "--max_failures: expected an integer >= 0"),
+    (["--loss", "a2-winner", "--save_buffer"], "--save_buffer: a replay buffer"),
+    (["--report", "--run", "{tmp}/empty"], "holds no evaluation (eval_config.json)"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, message):
     (tmp_path / "empty").mkdir()
@@ -199,9 +224,19 @@ def ray_2cpus():
     import ray
     from search.runs.cluster import init_ray
 
-    init_ray(num_cpus=2)
+    init_ray(DispatchConfig(num_cpus=2))
     yield
     ray.shutdown()
+
+
+def run_plan(plan: ev.Plan, run: Path, train_fn, max_failures: int = 2) -> dict[str, dict]:
+    """What evaluate.py does between its start-up lines and its report."""
+    if not (run / store.CONFIG_FILE).is_file():
+        store.write_config(run, plan, ["--test"], DispatchConfig().to_dict())
+    session = EvalSession(plan, run, Display(io.StringIO(), tty=False))
+    run_jobs(session, DispatchConfig(max_failures=max_failures), run / "tune", train_fn=train_fn)
+    assert session.finished
+    return store.load_records(run)
 
 
 class TestOnRay:
@@ -214,7 +249,7 @@ class TestOnRay:
         run = tmp_path / "e"
         train = lambda *a, **k: fake_train(*a, **k, calls=str(calls), fail={"curl_sac": 1},
                                            die={"auxi_sac": 1}, diverge=("pixel_sac",))
-        records = ev.run_plan(plan, run, ev.Dispatch(max_failures=1, progress=False), train_fn=train)
+        records = run_plan(plan, run, train, max_failures=1)
         assert set(records) == {r.key for r in plan.runs} == {p.stem for p in (run / "records").glob("*.json")}
         curl = records["CURL__cartpole_swingup__s1"]
         assert curl["status"] == "done" and curl["attempts"] == 2  # crashed once, retried
@@ -226,32 +261,37 @@ class TestOnRay:
         assert a2["genome"] == A2 and a2["final_return"] == 414.0 and a2["approx_aulc"] == 264.0
         assert len(list(calls.iterdir())) == 6 + 2 + 2
         assert {p.read_text() for p in calls.iterdir()} == {"1"}  # threads = cpus_per_run
+        # the run's own files came back from the worker and were written by the driver
+        shipped = run / "runs" / "a2-winner__cartpole_swingup__s2"
+        assert (shipped / "eval.csv").read_text().startswith("env_step,")
+        assert json.loads((shipped / "result.json").read_text())["run_dir"] == str(shipped)
         # everything recorded: a second pass trains nothing
-        ev.run_plan(plan, run, ev.Dispatch(progress=False), train_fn=train)
+        run_plan(plan, run, train)
         assert len(list(calls.iterdir())) == 10
-
 
     def test_a_run_that_always_crashes_is_recorded_as_error_and_resume_retries_it(self, ray_2cpus, tmp_path):
         plan = _plan(["--loss", "a2-winner", "--seeds", "1", "--baselines", "none"] + FAKE_FLAGS)
         calls = tmp_path / "calls"
         calls.mkdir()
         crash = lambda *a, **k: fake_train(*a, **k, calls=str(calls), fail={"auxi_sac": 99})
-        records = ev.run_plan(plan, tmp_path / "e", ev.Dispatch(max_failures=2, progress=False),
-                              train_fn=crash)
+        records = run_plan(plan, tmp_path / "e", crash, max_failures=2)
         (record,) = records.values()
         assert record["status"] == "error" and record["attempts"] == 3
         assert "injected crash" in record["failed"] and len(list(calls.iterdir())) == 3
-        records = ev.run_plan(plan, tmp_path / "e", ev.Dispatch(progress=False), train_fn=fake_train)
+        records = run_plan(plan, tmp_path / "e", fake_train)
         assert [r["status"] for r in records.values()] == ["done"]
 
-
     def test_a_run_larger_than_the_cluster_is_bad_input(self, ray_2cpus, tmp_path, capsys):
+        import ray
+
         run = tmp_path / "e"
         code = evaluate.main(["--loss", "a2-winner", "--cpus_per_run", "3", "--run", str(run)]
                              + FAKE_FLAGS, train_fn=fake_train)
         err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2 and "--cpus_per_run/--gpus_per_run: the cluster (2 CPUs" in err[-1]
+        assert code == 2 and err[-1] == ("evaluate.py: error: --cpus_per_run: 3 is more than the 2 "
+                                         "CPUs of the Ray cluster")
         assert not run.exists()
+        assert ray.is_initialized()  # the instance it found is left to whoever started it
 
 
 def test_killed_evaluation_resumes_without_retraining(tmp_path):
@@ -262,7 +302,7 @@ def test_killed_evaluation_resumes_without_retraining(tmp_path):
     driver = (f"import sys, functools; sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
               "import evaluate, test_evaluate as t\n"
               f"train = functools.partial(t.fake_train, calls={str(calls)!r}, sleep=float(sys.argv[1]))\n"
-              "sys.exit(evaluate.main(sys.argv[2:], train_fn=train))")
+              "sys.exit(evaluate.main(sys.argv[2:], train_fn=train, probe_fn=t.fake_probe))")
     proc = subprocess.Popen([sys.executable, "-c", driver, "2.0", *argv], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
@@ -296,14 +336,17 @@ def _records(plan: ev.Plan, last_step: int, every: int, skip=(), diverged=()) ->
         result = {"curve": curve, "approx_aulc": sum(r for _, r in curve) / len(curve),
                   "final_return": curve[-1][1], "wall_s": 1.0, "train_s": 1.0,
                   "failed": "diverged: x" if spec.key in diverged else None}
-        out.append(ev.make_record(spec, result, attempts=1, error=None))
+        outcome = Outcome(approx_aulc=result["approx_aulc"], final_return=result["final_return"],
+                          curve=tuple(tuple(p) for p in curve), failed=result["failed"],
+                          wall_s=1.0, train_s=1.0)
+        out.append(store.make_record(spec, outcome))
     return out
 
 
 def _write(run: Path, plan: ev.Plan, records: list[dict]) -> None:
-    ev.write_config(run, plan, ["--test"], ev.Dispatch())
+    store.write_config(run, plan, ["--test"], DispatchConfig().to_dict())
     for r in records:
-        ev.write_record(run, r)
+        store.write_record(run, r)
 
 
 def test_report_on_pixels_puts_the_papers_numbers_beside_ours(tmp_path):
@@ -418,7 +461,7 @@ def test_top_two_of_a_search_folder(tmp_path):
             "--init_steps", "100", "--eval_freq", "1000", "--run", str(tmp_path / "e"), "--quiet"]
     out = _evaluate(args + FAST, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    records = ev.load_records(tmp_path / "e")
+    records = store.load_records(tmp_path / "e")
     assert sorted(r["genome"] for r in records.values()) == sorted(
         [str(named("curl-like")), str(named("forward-dynamics"))])
     assert all(r["status"] == "done" for r in records.values())

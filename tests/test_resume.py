@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 DRIVER = textwrap.dedent("""
     import os, sys, time, types
     sys.path.insert(0, {repo!r})
+    from rl.probe import StepTimes
     from search.commands.search_cli import main
 
     def fake_train(config, run_dir=None, *, progress=False, threads=None, seed=None):
@@ -33,7 +34,10 @@ DRIVER = textwrap.dedent("""
         return types.SimpleNamespace(curve=((0, 0.0), (2000, fitness)), approx_aulc=fitness / 2,
                                      final_return=fitness, wall_s=3.0, train_s=3.0, failed=None)
 
-    raise SystemExit(main(sys.argv[1:], train_fn=fake_train))
+    def fake_probe(config):  # 3 s a run, as fake_train sleeps
+        return StepTimes(setup_s=3.0, env_s=0.0, act_s=0.0, update_s=0.0, episode_steps=0)
+
+    raise SystemExit(main(sys.argv[1:], train_fn=fake_train, probe_fn=fake_probe))
 """)
 
 
@@ -183,8 +187,8 @@ def test_planted_session_saves_at_most_once_a_interval_and_flushes_at_the_end(tm
     pytest.importorskip("ray")
     import io
 
-    from search.runs.dispatch import Session, run_planted
     from search.runs.display import Display
+    from search.runs.session import SearchSession, run_planted
     from spaces import named
 
     folder, _ = new_folder(tmp_path)
@@ -192,8 +196,9 @@ def test_planted_session_saves_at_most_once_a_interval_and_flushes_at_the_end(tm
     saves = []
     original = folder.save
     folder.save = lambda *args: (saves.append(len(args[1])), original(*args))
-    session = Session(engine, folder, Display(io.StringIO(), tty=False), min_interval_s=3600)
-    assert run_planted(session, named("a2-winner")) and engine.finished
+    session = SearchSession(engine, folder, Display(io.StringIO(), tty=False), min_interval_s=3600)
+    run_planted(session, named("a2-winner"))
+    assert engine.finished
     assert len(saves) == 2  # the first result, then the flush
     rows = read_rows(folder.path)
     assert len(rows) == len(engine.rows()) == saves[-1]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from search.commands.search_cli import main
-from search.runs.display import Display, Snapshot
+from search.runs.display import Display, Eta, Snapshot
 from search.commands.presets import PRESETS, SearchSetup, build_setup
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,8 +45,8 @@ def test_smoke_preset_runs_two_generations_on_ray_workers(tmp_path):
     assert children and all(r["parents"] and set(r["parents"].split(";")) <= ids for r in children)
     driver_pid = json.loads((run / "meta.json").read_text())["sessions"][0]["pid"]
     for r in trained:
-        host, pid = r["worker"].rsplit(":", 1)
-        assert host and int(pid) != driver_pid
+        node, pid = r["worker"].rsplit(":", 1)
+        assert len(node) == 56 and int(pid) != driver_pid  # a Ray node id (hex) and a pid
         assert float(r["fitness"]) == pytest.approx(float(r["fitness"]))  # a number
         assert int(r["steps"]) == 2000
     with open(run / "curves.csv", newline="") as f:
@@ -58,7 +58,12 @@ def test_smoke_preset_runs_two_generations_on_ray_workers(tmp_path):
     # Ray/Tune stayed silent: only our lines (one per event, stdout is not a terminal).
     for noise in ("Trial status", "View detailed results", "╭", "(raylet)", "INFO"):
         assert noise not in done.stdout + done.stderr
-    assert "trained 6/6" in done.stdout and "done:" in done.stdout
+    assert "candidates 6/6" in done.stdout and "done:" in done.stdout
+    # what it starts, and an estimate from a probe on a worker, before the first result
+    first_result = done.stdout.index("candidates 1/6")
+    assert 0 <= done.stdout.index("search: 6 genomes x 1 seed(s) = 6 training runs") < first_result
+    assert 0 <= done.stdout.index("probe on a worker") < first_result
+    assert "(loopback only, token authentication on, no dashboard)" in done.stdout
     report = subprocess.run([sys.executable, "search.py", "report", str(run), "--top", "3"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]
@@ -89,7 +94,12 @@ def planted_run(tmp_path, capsys):
     (["--preset", "smoke", "--budget", "many"], "--budget: invalid int value"),
     (["--preset", "smoke", "--budget", "0"], "--budget"),
     (["--preset", "smoke", "--population", "1"], "--population"),
-    (["--preset", "smoke", "--cpus_per_candidate", "-1"], "--cpus_per_candidate"),
+    (["--preset", "smoke", "--cpus_per_candidate", "-1"], "--cpus_per_candidate: expected a number > 0"),
+    (["--preset", "smoke", "--cpus_per_candidate", "0"], "--cpus_per_candidate: expected a number > 0"),
+    (["--preset", "smoke", "--gpus_per_candidate", "-1"], "--gpus_per_candidate: expected a number >= 0"),
+    (["--preset", "smoke", "--num_cpus", "0"], "--num_cpus: expected an integer >= 1"),
+    (["--preset", "smoke", "--cpus_per_candidate", "3", "--num_cpus", "2"],
+     "--cpus_per_candidate: 3 is more than the 2 CPUs of the Ray cluster"),
     (["--preset", "smoke", "--max_failures", "-2"], "--max_failures"),
     (["--preset", "smoke", "--domain_name", "cheetah_sprint"], "--domain_name"),
     (["--preset", "smoke", "--batch_size", "0"], "--batch_size"),
@@ -160,9 +170,9 @@ def test_presets_resolve_and_flags_override_them():
     assert paper.train.from_pixels and paper.train.task == "cheetah_run"
     assert (paper.engine.population, paper.engine.survivor_fraction) == (100, 0.25)
     assert paper.train.batch_size == 512 and paper.train.hidden_dim == 1024
-    assert paper.dispatch.gpus_per_candidate == 0.25
+    assert paper.dispatch.gpus_per_trial == 0.25
     cpu = build_setup("cpu", engine={"budget": 10}, train={"hidden_dim": 32},
-                      dispatch={"cpus_per_candidate": 2})
+                      dispatch={"cpus_per_trial": 2})
     assert (cpu.engine.budget, cpu.train.hidden_dim, cpu.dispatch.threads) == (10, 32, 2)
     again = SearchSetup.from_config(json.loads(json.dumps(cpu.to_config())))
     assert again == cpu
@@ -180,25 +190,44 @@ class Clock:
 
 def test_display_plain_lines_off_a_terminal():
     out, clock, log = io.StringIO(), Clock(), []
-    display = Display(out, tty=False, log=log.append, now=clock)
-    display.update(Snapshot(0, 1, 0, 0, 4), quiet=True)            # a start: no line
+    display = Display(out, tty=False, log=log.append, now=clock, eta=Eta(run_s=None, slots=1, now=clock))
+    display.eta.started("a")
+    display.update(Snapshot(0, 4, 1, 0, 3, "candidates"), quiet=True)      # a start: no line
     clock.t = 60
-    display.update(Snapshot(1, 1, 0, 2, 4, 12.5, "k1 s10/a1/r0 > s01/a0/r0 mse"), "abc: fitness 12.5")
+    display.eta.finished("a")
+    best = ("rejected 2", "best 12.5 (k1 s10/a1/r0 > s01/a0/r0 mse)")
+    display.update(Snapshot(1, 4, 0, 0, 3, "candidates", best), "abc: fitness 12.5")
     lines = out.getvalue().splitlines()
-    assert lines == ["[0:01:00] trained 1/4 | running 1 | failed 0 | rejected 2 | best 12.5 "
+    assert lines == ["[0:01:00] candidates 1/4 | running 0 | failed 0 | rejected 2 | best 12.5 "
                      "(k1 s10/a1/r0 > s01/a0/r0 mse) | eta 0:03:00 | abc: fitness 12.5"]
     assert "\r" not in out.getvalue() and log == ["abc: fitness 12.5"]
 
 
 def test_display_redraws_one_line_on_a_terminal():
     out, clock = io.StringIO(), Clock()
-    with Display(out, tty=True, now=clock) as display:
-        display.update(Snapshot(0, 2, 0, 0, 6))
+    with Display(out, tty=True, now=clock, eta=Eta(run_s=20.0, slots=2, now=clock)) as display:
+        display.eta.started("a")
+        display.eta.started("b")
+        display.update(Snapshot(0, 6, 2, 0, 4))
         clock.t = 10
-        display.update(Snapshot(1, 1, 0, 0, 6, 3.0, "g"), "x: fitness 3")
-        display.update(Snapshot(1, 1, 1, 0, 6, 3.0, "g"), "FAILED y: boom", important=True)
+        display.update(Snapshot(0, 6, 2, 0, 4), "x: fitness 3")
+        display.update(Snapshot(1, 6, 1, 1, 4), "FAILED y: boom", important=True)
     text = out.getvalue()
     assert text.count("\r") >= 3 and text.endswith("\n")
     assert "FAILED y: boom\n" in text                               # kept above the status line
     assert "x: fitness 3" not in text                               # ordinary events only redraw
-    assert "eta 0:00:50" in text
+    assert "eta 0:00:50" in text    # probe: 20 s a run; 4 to start + 2 half done, 2 at a time
+
+
+def test_eta_uses_the_probe_until_runs_finish_then_their_mean_duration():
+    clock = Clock()
+    eta = Eta(run_s=100.0, slots=2, now=clock)
+    assert eta.seconds_left(4) == 200.0
+    eta.started("a")
+    clock.t = 30
+    assert eta.seconds_left(4) == (4 * 100 + 70) / 2
+    assert eta.finished("a") == 30
+    assert eta.seconds_left(3) == 45.0                               # 3 runs of 30 s, 2 at a time
+    assert Eta().seconds_left(3) is None                             # nothing known yet
+    from search.runs.display import clock as text
+    assert text(3 * 86400 + 3725) == "3d 1:02:05"

@@ -7,13 +7,13 @@ overridden by a flag. :func:`build_setup` merges preset and flags into a frozen
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any, Mapping
 
 from rl.config import TrainConfig, resolve
 from search.evolution.engine import EngineConfig
 from search.evolution.operators import genome_from_text
+from search.runs.config import DispatchConfig
 from spaces import Genome, GenomeError
 
 # Per-candidate training for state tasks: the small dense OFE encoder of the A2LS README.
@@ -65,50 +65,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                 "survivor_fraction": 0.25},
         train={"domain_name": "cheetah_run", "encoder_type": "pixel", "num_train_steps": 100_000,
                "eval_freq": 10_000, "num_eval_episodes": 10},
-        dispatch={"cpus_per_candidate": 2, "gpus_per_candidate": 0.25},
+        dispatch={"cpus_per_trial": 2, "gpus_per_trial": 0.25},
     ),
 )}
 
 # TrainConfig fields a search sets per candidate, or that write files a search does not keep.
 NOT_OVERRIDABLE = ("genome", "seed", "work_dir", "save_tb", "save_buffer", "save_video",
                    "save_model")
-
-
-@dataclasses.dataclass(frozen=True)
-class DispatchConfig:
-    """Where and how trials run; may change between sessions of one run."""
-
-    address: str | None = None            # None: an embedded local Ray sized to this machine
-    cpus_per_candidate: float = 1.0       # also the trial's torch threads (at least 1)
-    gpus_per_candidate: float = 0.0       # fractions put several candidates on one GPU
-    max_failures: int = 2                 # retries of a crashed trial before it counts as failed
-    max_concurrent: int | None = None     # None: as many as the cluster's resources hold
-
-    def __post_init__(self) -> None:
-        def need(ok: bool, flag: str, want: str) -> None:
-            if not ok:
-                raise ValueError(f"--{flag}: expected {want}, got {getattr(self, flag)!r}")
-
-        need(_number(self.cpus_per_candidate) and self.cpus_per_candidate > 0,
-             "cpus_per_candidate", "a number > 0")
-        need(_number(self.gpus_per_candidate) and self.gpus_per_candidate >= 0,
-             "gpus_per_candidate", "a number >= 0")
-        need(_integer(self.max_failures) and self.max_failures >= 0, "max_failures",
-             "an integer >= 0")
-        need(self.max_concurrent is None or (_integer(self.max_concurrent) and self.max_concurrent >= 1),
-             "max_concurrent", "an integer >= 1")
-
-    @property
-    def threads(self) -> int:
-        return max(1, int(self.cpus_per_candidate))
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _integer(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def has_gpu() -> bool:
@@ -150,7 +113,7 @@ class SearchSetup:
         engine = dataclasses.asdict(self.engine)
         engine["seed_losses"] = list(engine["seed_losses"])
         return {"preset": self.preset, "fitness": self.fitness, "search": engine,
-                "train": train, "dispatch": dataclasses.asdict(self.dispatch)}
+                "train": train, "dispatch": self.dispatch.to_dict()}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any],
@@ -159,9 +122,9 @@ class SearchSetup:
         engine["seed_losses"] = tuple(engine.get("seed_losses", ()))
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
         train = TrainConfig(**{k: v for k, v in config["train"].items() if k in train_fields})
-        dispatch = {**config.get("dispatch", {}), **(dispatch_overrides or {})}
+        dispatch = DispatchConfig.from_dict({**config.get("dispatch", {}), **(dispatch_overrides or {})})
         return cls(config.get("preset", "?"), config["fitness"], EngineConfig(**engine),
-                   resolve(train), DispatchConfig(**dispatch))
+                   resolve(train), dispatch)
 
 
 def parse_fitness(text: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Sequence, TextIO
 from rl.config import TrainConfig
 from search.commands.presets import (NOT_OVERRIDABLE, PRESETS, SearchSetup, auto_preset,
                             build_setup, run_name)
+from search.runs.config import DispatchError
 from search.runs.folder import RunFolder, RunFolderError
 
 ENGINE_FLAGS = {
@@ -33,12 +34,18 @@ ENGINE_FLAGS = {
     "seed": (int, "seed of the search's own random choices"),
 }
 DISPATCH_FLAGS = {
-    "address": (str, "join this Ray cluster (default: an embedded local Ray sized to this machine)"),
+    "address": (str, "join this Ray cluster, e.g. auto or HOST:PORT (default: an embedded "
+                     "local Ray instance on the loopback)"),
+    "num_cpus": (int, "CPUs of the embedded instance (default: this machine's)"),
     "cpus_per_candidate": (float, "CPUs per trial, also its torch threads"),
     "gpus_per_candidate": (float, "GPUs per trial; fractions share a GPU between candidates"),
     "max_failures": (int, "retries of a crashed trial before it is recorded as failed"),
     "max_concurrent": (int, "trials at once (default: as many as the resources hold)"),
 }
+# DispatchConfig's fields by this command's flags, and back (for error messages).
+DISPATCH_FLAGS_TO_FIELDS = {"cpus_per_candidate": "cpus_per_trial",
+                            "gpus_per_candidate": "gpus_per_trial"}
+DISPATCH_FIELDS_TO_FLAGS = {v: k for k, v in DISPATCH_FLAGS_TO_FIELDS.items()}
 TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_OVERRIDABLE)
 
 
@@ -104,14 +111,17 @@ class Plan:
 
 def plan(args: dict[str, Any], stamp: str | None = None) -> Plan:
     """Turn parsed flags into a Plan. Raises ValueError (one line) on bad input."""
-    dispatch = {k: args[k] for k in DISPATCH_FLAGS if k in args}
+    dispatch = {DISPATCH_FLAGS_TO_FIELDS.get(k, k): args[k] for k in DISPATCH_FLAGS if k in args}
     if "resume" in args:
         extra = sorted(k for k in args if k not in DISPATCH_FLAGS and k != "resume")
         if extra:
             raise UsageError(f"--resume continues a run with its own config; --{extra[0]} cannot "
                              f"be given (only {', '.join('--' + k for k in DISPATCH_FLAGS)})")
         folder = RunFolder.load(args["resume"])
-        setup = SearchSetup.from_config(folder.config, dispatch)
+        try:
+            setup = SearchSetup.from_config(folder.config, dispatch)
+        except DispatchError as err:
+            raise err.as_flags(DISPATCH_FIELDS_TO_FLAGS) from None
         return Plan(setup, folder.path, True, (f"resuming {folder.path}",))
     notes = []
     preset = args.get("preset")
@@ -125,8 +135,11 @@ def plan(args: dict[str, Any], stamp: str | None = None) -> Plan:
     if "seed_losses" in engine:
         engine["seed_losses"] = tuple(s.strip() for s in engine["seed_losses"].split(",") if s.strip())
     train = {k: args[k] for k in TRAIN_FLAGS if k in args}
-    setup = build_setup(preset, engine=engine, train=train, dispatch=dispatch,
-                        fitness=args.get("fitness", "rl"))
+    try:
+        setup = build_setup(preset, engine=engine, train=train, dispatch=dispatch,
+                            fitness=args.get("fitness", "rl"))
+    except DispatchError as err:
+        raise err.as_flags(DISPATCH_FIELDS_TO_FLAGS) from None
     path = Path(args["run"]) if "run" in args else \
         Path("results") / run_name(setup, stamp or time.strftime("%Y%m%d-%H%M%S"))
     RunFolder.check_new(path, setup.to_config())
@@ -134,9 +147,10 @@ def plan(args: dict[str, Any], stamp: str | None = None) -> Plan:
     return Plan(setup, path, False, tuple(notes))
 
 
-def main(argv: Sequence[str] | None = None, *, train_fn: Any = None,
+def main(argv: Sequence[str] | None = None, *, train_fn: Any = None, probe_fn: Any = None,
          stream: TextIO | None = None) -> int:
-    """The command line. ``train_fn`` replaces rl.train.train (tests only)."""
+    """The command line. ``train_fn``/``probe_fn`` replace rl.train.train and the start-up
+    probe (tests only)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["report"]:
@@ -147,47 +161,54 @@ def main(argv: Sequence[str] | None = None, *, train_fn: Any = None,
         todo = plan(args)
     except (ValueError, RunFolderError) as err:
         return _fail(err)
-    return execute(todo, train_fn=train_fn, stream=stream)
+    return execute(todo, train_fn=train_fn, probe_fn=probe_fn, stream=stream)
 
 
-def execute(todo: Plan, *, train_fn: Any = None, stream: TextIO | None = None) -> int:
+def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
+            stream: TextIO | None = None) -> int:
     """Create or reopen the run folder and run the search to its budget.
 
     Returns 0 when the search finished, 130 when it stopped early (resume it), 2 when the
-    Ray cluster cannot be joined or cannot hold one candidate (one line, nothing written)."""
+    Ray cluster cannot be joined or cannot hold one candidate (one line, nothing written).
+    ``train_fn``/``probe_fn`` replace rl.train.train and the start-up probe (tests only)."""
     # Imported here: Ray Tune takes seconds to import, bad input should not wait for it.
-    from search.runs import dispatch
-    from search.runs.cluster import ClusterError, init_ray
-    from search.runs.display import Display, Snapshot, summary
     from search.evolution.engine import ROW_COLUMNS, Engine
+    from search.runs import cluster
+    from search.runs.display import Display, Eta
+    from search.runs.session import SearchSession, best_lines, engine_snapshot, run_planted
 
     setup = todo.setup
-    ray_note = None
+    notes = list(todo.notes)
+    slots = 1
+    owned = not setup.planted and not cluster.is_connected()  # else: left as found
     if not setup.planted:
         try:  # before the run folder: a cluster that cannot take the search writes nothing
-            ray_note = init_ray(setup.dispatch.address)
-            dispatch.concurrency(setup.dispatch)
-        except ClusterError as err:
-            _shutdown_ray()
-            return _fail(err)
+            notes.append(cluster.init_ray(setup.dispatch))
+            slots = cluster.concurrency(setup.dispatch)
+        except DispatchError as err:
+            if owned:
+                cluster.shutdown()
+            return _fail(err.as_flags(DISPATCH_FIELDS_TO_FLAGS))
     try:
-        session_info = {"resume": todo.resume, "dispatch": dataclasses.asdict(setup.dispatch)}
+        session_info = {"resume": todo.resume, "dispatch": setup.dispatch.to_dict()}
         if todo.resume:
             folder = RunFolder.load(todo.path)
             folder.begin_session(session_info)
             engine = Engine.from_state_dict(folder.engine_state())
+            done = engine_snapshot(engine)
+            notes.append(f"resumed: {done.finished} of {done.total} candidates done, "
+                         f"{engine.jobs_left()} runs to go ({len(engine.in_flight())} were in "
+                         f"flight and run again)")
         else:
             engine = Engine(setup.engine)
             folder = RunFolder.create(todo.path, setup.to_config(), engine.state_dict(),
                                       engine.rows(), ROW_COLUMNS, session_info)
-        display = Display(stream, log=folder.log_event)
-        notes = todo.notes + ((ray_note,) if ray_note else ())
-        if todo.resume:
-            done = Snapshot.of(engine)
-            notes += (f"resumed: {done.trained} trained, {done.failed} failed, "
-                      f"{len(engine.in_flight())} were in flight and run again",)
-        session = dispatch.Session(engine, folder, display,
-                                   min_interval_s=1.0 if setup.planted else 0.0)
+        eta = Eta(slots=slots)
+        if not setup.planted and not engine.finished:
+            notes += startup_lines(setup, engine.jobs_left(), slots, eta, probe_fn)
+        display = Display(stream, log=folder.log_event, eta=eta)
+        session = SearchSession(engine, folder, display, base=setup.train,
+                                min_interval_s=1.0 if setup.planted else 0.0)
         session.save()  # on resume: population views rebuilt from the engine state
         resume_hint = f"python search.py --resume {folder.path}"
         try:
@@ -197,30 +218,48 @@ def execute(todo: Plan, *, train_fn: Any = None, stream: TextIO | None = None) -
                 if engine.finished:
                     display.info("the search had already finished")
                 elif setup.planted:
-                    dispatch.run_planted(session, setup.planted_target)
+                    run_planted(session, setup.planted_target)
                 else:
-                    dispatch.run_tune(session, setup.train, setup.dispatch, train_fn=train_fn)
+                    from search.runs.tuner import run_jobs
+
+                    run_jobs(session, setup.dispatch, folder.tune_dir, train_fn=train_fn)
         except KeyboardInterrupt:
             print(f"interrupted; continue with: {resume_hint}", file=display.stream)
             return 130
     finally:
-        if not setup.planted:
-            _shutdown_ray()
+        if owned:
+            cluster.shutdown()
     if not engine.finished:
         print(f"stopped before the budget was spent; continue with: {resume_hint}",
               file=display.stream)
         return 130
-    lines = [f"done: {folder.path}", *summary(engine.rows()),
+    lines = [f"done: {folder.path}", *best_lines(engine.rows()),
              f"report: python search.py report {folder.path}"]
     print("\n".join(lines), file=display.stream, flush=True)
     return 0
 
 
-def _shutdown_ray() -> None:
-    import ray
+def startup_lines(setup: SearchSetup, runs: int, slots: int, eta: Any, probe_fn: Any) -> list[str]:
+    """What the search starts, and how long it will take by a probe of its training config
+    on a worker of this cluster (sets ``eta.run_s``)."""
+    from search.runs.display import clock
+    from search.runs.probe import probe_runs
 
-    if ray.is_initialized():
-        ray.shutdown()
+    t, e = setup.train, setup.engine
+    net = (f"{t.encoder_type} {t.encoder_hidden_size}x{t.num_layers}" if not t.from_pixels
+           else f"pixels {t.image_size}px")
+    elites = e.elite_reevals * e.seeds_per_candidate
+    lines = [f"search: {e.budget} genomes x {e.seeds_per_candidate} seed(s) = "
+             f"{e.budget * e.seeds_per_candidate} training runs"
+             + (f" + {elites} elite re-runs" if elites else "")
+             + f", each {t.num_train_steps} env steps ({t.agent_steps} agent steps) of {t.agent} on "
+             f"{t.task} ({net}, batch {t.batch_size}, hidden {t.hidden_dim}), {slots} at a time"]
+    (times,), how = probe_runs([t.replace(seed=1)], setup.dispatch, probe_fn=probe_fn)
+    eta.run_s = run_s = None if times is None else times.run_seconds(t)
+    if run_s is None:
+        return lines + [f"{how}; no estimate until runs finish"]
+    return lines + [f"{how} -> about {clock(run_s)} a run; {runs} runs to go: about "
+                    f"{clock(eta.seconds_left(runs))}"]
 
 
 def _fail(err: Exception) -> int:

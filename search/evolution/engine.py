@@ -135,6 +135,19 @@ class Engine:
     def in_flight(self) -> list[Trial]:
         return list(self._in_flight.values())
 
+    def running(self) -> int:
+        """Trials handed out and not told yet (not counting those to hand out again)."""
+        return len(self._in_flight) - len(self._requeue)
+
+    def jobs_left(self) -> int:
+        """Trials not handed out yet, by the budget: the ETA's count (those in flight when
+        the engine was restored are handed out again, so they count too)."""
+        per = self.config.seeds_per_candidate
+        left = (self.config.budget - self.trained) * per + len(self._pending) + len(self._requeue)
+        if not self._elites_issued:
+            left += self.config.elite_reevals * per
+        return left
+
     @property
     def trained(self) -> int:
         """Distinct genomes handed out for training (what the budget counts)."""

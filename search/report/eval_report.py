@@ -17,7 +17,8 @@ from pathlib import Path
 
 from rl.run_dir import atomic_write_text, write_csv
 from search.report import stats
-from search.evaluation.plan import CONFIG_FILE, REPORT_STEPS, load_records
+from search.evaluation.folder import CONFIG_FILE, load_records
+from search.evaluation.plan import REPORT_STEPS
 from spaces import named
 
 ALL = "all tasks"

@@ -1,14 +1,30 @@
-"""Connecting to Ray: an embedded local instance sized to this machine, or a cluster."""
+"""Connecting to Ray: an embedded local instance, or a cluster joined with ``--address``.
+
+Workers get this project's code through Ray's runtime environment (``py_modules``: the
+``spaces``, ``rl`` and ``search`` packages, zipped and uploaded once per session), so a
+cluster needs no shared filesystem and no copy of the repository on its nodes; only the
+third-party packages (torch, dm_control, ray, ...) must be installed there.
+
+The embedded instance (no ``--address``) serves this machine only: its servers listen on
+the loopback (Ray's ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, see :func:`_loopback_only`),
+no dashboard is started, and Ray's token authentication stays on (its default: a token in
+``~/.ray/auth_token``, made on first use). Nothing here switches authentication off.
+"""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 from pathlib import Path
+from typing import Iterator
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from search.runs.config import DispatchConfig, DispatchError
 
-# Ray and Tune stay silent: the search prints its own progress line (search/display.py).
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("spaces", "rl", "search")   # what the workers import, shipped with each session
+
+# Ray and Tune stay silent: the commands print their own progress line (search/runs/display.py).
 QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AIR_NEW_OUTPUT": "0",            # the legacy output honours verbose=0 (no tables)
@@ -17,10 +33,8 @@ QUIET_ENV = {
     "RAY_DEDUP_LOGS": "0",
     "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
 }
-
-
-class ClusterError(ValueError):
-    """The Ray cluster cannot be joined or cannot hold a candidate; one line for the user."""
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+TOKEN_SOURCES = "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
 
 
 def quiet_ray() -> None:
@@ -61,53 +75,115 @@ def local_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> str:
-    """Start (or join) Ray once. ``address=None`` embeds a local instance without dashboard.
+def runtime_env() -> dict:
+    """The job's runtime environment: this project's packages and the settings a worker
+    needs (headless rendering, quiet Ray) for every trial, on any node."""
+    env_vars = {key: os.environ[key] for key in QUIET_ENV if key in os.environ}
+    env_vars["MUJOCO_GL"] = os.environ.get("MUJOCO_GL", "egl")
+    return {"py_modules": [str(REPO_ROOT / name) for name in PACKAGES],
+            "excludes": ["__pycache__", "*.pyc"], "env_vars": env_vars}
 
-    Workers must import this project: locally they inherit PYTHONPATH from this process; on
-    a cluster they get it through the runtime environment (the repository must then be at
-    the same path on every node, e.g. a shared filesystem).
 
-    Returns a one-line description of what was started, for the progress display.
-    Raises ClusterError (one line naming --address) when a cluster cannot be joined.
-    """
+def init_ray(dispatch: DispatchConfig, quiet: bool = True) -> str:
+    """Start (or join) Ray once; returns a one-line description for the progress display.
+
+    Raises DispatchError (one line naming --address) when a cluster cannot be joined."""
     if quiet:
         quiet_ray()
     import ray
 
     if ray.is_initialized():
         return "ray: already initialised"
-    path = os.environ.get("PYTHONPATH", "")
-    if str(REPO_ROOT) not in path.split(os.pathsep):
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), path) if p)
-    level = logging.ERROR if quiet else logging.INFO
-    if address:
-        _probe(address)
-        env = {"PYTHONPATH": os.environ["PYTHONPATH"]}
-        try:
-            ray.init(address=address, log_to_driver=not quiet, logging_level=level,
-                     runtime_env={"env_vars": env})
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            hint = ""
-            if "RAY_AUTH_MODE" not in os.environ and address != "auto":
-                # Ray sends its auth token only to clusters it found itself (address auto).
-                hint = ("; if the cluster uses token authentication (Ray's default), set "
-                        "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token), or "
-                        "use --address auto on the head node")
-            raise ClusterError(f"--address: cannot join the Ray cluster at {address}: "
-                               f"{first}{hint}") from None
-        if quiet:
-            quiet_ray()
-        res = ray.cluster_resources()
-        return (f"ray: joined cluster at {address} ({res.get('CPU', 0):g} CPUs, "
-                f"{res.get('GPU', 0):g} GPUs)")
-    cpus = num_cpus or local_cpus()
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False,
-             object_store_memory=256 * 2**20, log_to_driver=not quiet, logging_level=level)
+    common = dict(runtime_env=runtime_env(), log_to_driver=not quiet,
+                  logging_level=logging.ERROR if quiet else logging.INFO)
+    if dispatch.address:
+        line = _join(dispatch.address, common)
+    else:
+        cpus = dispatch.num_cpus or local_cpus()
+        with _loopback_only():
+            context = ray.init(address="local", num_cpus=cpus, include_dashboard=False,
+                               object_store_memory=256 * 2**20, **common)
+        line = (f"ray: embedded local instance at {context.address_info['gcs_address']} "
+                f"(loopback only, token authentication on, no dashboard), {cpus} CPUs, "
+                f"{_gpus():g} GPUs")
     if quiet:
         quiet_ray()  # ray.init configures its loggers; ours must win
-    return f"ray: embedded local instance, {cpus} CPUs, {_gpus():g} GPUs"
+    return line
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Ray's own switch for a machine that runs local Ray only (its default on macOS and
+    Windows): with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` the node's address is the
+    loopback, so the GCS, the raylet, the workers and the runtime-env agent listen on
+    127.0.0.1 alone (Ray binds its servers to the node's address since ray-project/ray
+    #55484; without it they listen on every interface). Ray reads the variable once, into
+    ``ray_constants.ENABLE_RAY_CLUSTER``, when it is imported, which the driver has done by
+    now: both are set for the start of the instance (its processes inherit the variable)
+    and restored after, so a later ``--address`` join in this process is not affected."""
+    from ray._private import ray_constants
+
+    before_env, before = os.environ.get(LOOPBACK_ONLY), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ONLY] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
+        if before_env is None:
+            os.environ.pop(LOOPBACK_ONLY, None)
+        else:
+            os.environ[LOOPBACK_ONLY] = before_env
+
+
+def token_source() -> str | None:
+    """Where a Ray auth token would come from in this process, or None."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if path:
+        return f"RAY_AUTH_TOKEN_PATH={path}" if Path(path).is_file() else None
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def _join(address: str, common: dict) -> str:
+    import ray
+
+    _probe(address)
+    source = token_source()
+    if source and "RAY_AUTH_MODE" not in os.environ:
+        # What Ray itself does for ``address="auto"`` (and not for an explicit address):
+        # send the token this machine has.
+        os.environ["RAY_AUTH_MODE"] = "token"
+        _refresh_auth_mode()
+    try:
+        ray.init(address=address, **common)
+    except Exception as err:  # ConnectionError, AuthenticationError, RuntimeError, ValueError
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if os.environ.get("RAY_AUTH_MODE") == "token" and source is None:
+            why = f"RAY_AUTH_MODE=token but no token was found (give it with {TOKEN_SOURCES})"
+        elif source is None:
+            why = (f"{first}; no Ray auth token was found here ({TOKEN_SOURCES}): a cluster with "
+                   f"token authentication (Ray's default) refuses a driver without its token")
+        else:
+            why = (f"{first}; the token sent came from {source}: if the cluster uses token "
+                   f"authentication, it must be the cluster's own")
+        raise DispatchError(f"cannot join the Ray cluster at {address}: {why}", "address") from None
+    res = ray.cluster_resources()
+    auth = "token authentication" if os.environ.get("RAY_AUTH_MODE") == "token" else "no token"
+    return (f"ray: joined cluster at {address} ({len(ray.nodes())} nodes, {res.get('CPU', 0):g} "
+            f"CPUs, {res.get('GPU', 0):g} GPUs, {auth}); code shipped as py_modules")
+
+
+def _refresh_auth_mode() -> None:
+    """Ray caches its config, auth mode included, in C++; re-read it from the environment
+    (what ray._private.authentication does when it enables token mode itself)."""
+    try:
+        from ray._raylet import Config
+    except ImportError:
+        return
+    Config.initialize("")
 
 
 def _probe(address: str, timeout: float = 5.0) -> None:
@@ -118,9 +194,39 @@ def _probe(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as err:
-        raise ClusterError(f"--address: no Ray cluster answers at {address} ({err})") from None
+        raise DispatchError(f"no Ray cluster answers at {address} ({err})", "address") from None
 
 
 def _gpus() -> float:
     import ray
     return ray.cluster_resources().get("GPU", 0)
+
+
+def concurrency(dispatch: DispatchConfig) -> int:
+    """How many trials the connected cluster holds at once; DispatchError if none fits."""
+    import ray
+
+    res = ray.cluster_resources()
+    cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
+    if dispatch.cpus_per_trial > cpus:
+        raise DispatchError(f"{dispatch.cpus_per_trial:g} is more than the {cpus:g} CPUs of the "
+                            f"Ray cluster", "cpus_per_trial")
+    slots = int(cpus // dispatch.cpus_per_trial + 1e-9)
+    if dispatch.gpus_per_trial > 0:
+        if dispatch.gpus_per_trial > gpus:
+            raise DispatchError(f"{dispatch.gpus_per_trial:g} but the Ray cluster has {gpus:g} "
+                                f"GPUs", "gpus_per_trial")
+        slots = min(slots, int(gpus // dispatch.gpus_per_trial + 1e-9))
+    return max(1, min(slots, dispatch.max_concurrent or slots))
+
+
+def is_connected() -> bool:
+    import ray
+    return ray.is_initialized()
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

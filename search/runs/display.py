@@ -1,4 +1,4 @@
-"""The live progress line of a search.
+"""The live progress line of a search or an evaluation, and its time estimate.
 
 On a terminal: one status line, redrawn in place with ``\\r`` (and every second, so the
 clock moves); failures and retries are printed above it as lines of their own. Otherwise
@@ -12,79 +12,97 @@ import shutil
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, Callable, TextIO
 
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """What the status line shows, taken from the engine after each event."""
+    """What the status line shows, taken from the job source after each event."""
 
-    trained: int
-    running: int
+    finished: int                 # units of ``total`` done (trained, failed or errored)
+    total: int
+    running: int                  # jobs out on the cluster now
     failed: int
-    rejected: int        # refused by the rejection protocol or as duplicates
-    budget: int
-    best_fitness: float | None = None
-    best_genome: str | None = None
-
-    @classmethod
-    def of(cls, engine: Any) -> "Snapshot":
-        rows = engine.rows()
-        statuses = [row["status"] for row in rows]
-        best = max((r for r in rows if r["status"] == "trained" and r["fitness"] is not None),
-                   key=lambda r: r["fitness"], default=None)
-        return cls(trained=statuses.count("trained"), running=len(engine.in_flight()),
-                   failed=statuses.count("failed"),
-                   rejected=statuses.count("rejected") + statuses.count("duplicate"),
-                   budget=engine.config.budget,
-                   best_fitness=None if best is None else float(best["fitness"]),
-                   best_genome=None if best is None else best["genome"])
-
-    @property
-    def done(self) -> int:
-        return self.trained + self.failed
+    jobs_left: int                # jobs not yet started (the ETA counts these)
+    noun: str = "runs"            # what ``total`` counts: "candidates", "runs"
+    extra: tuple[str, ...] = ()   # e.g. "rejected 3", "best 12.5 (k1 ...)"
 
 
 def clock(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    days, rest = divmod(seconds, 86400)
+    text = f"{rest // 3600}:{rest // 60 % 60:02d}:{rest % 60:02d}"
+    return f"{days}d {text}" if days else text
+
+
+class Eta:
+    """Time left: the jobs not started and the unfinished part of the running ones, at the
+    mean duration of the jobs finished in this session (driver-measured, overheads
+    included), or, before any has finished, at ``run_s`` (a probe's estimate), over
+    ``slots`` jobs at a time."""
+
+    def __init__(self, run_s: float | None = None, slots: int = 1,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.run_s, self.slots, self.now = run_s, max(1, slots), now
+        self._started: dict[str, float] = {}
+        self._durations: list[float] = []
+
+    def started(self, key: str) -> None:
+        self._started[key] = self.now()
+
+    def finished(self, key: str) -> float | None:
+        """Forget ``key``; its duration, when it started in this session."""
+        start = self._started.pop(key, None)
+        if start is None:
+            return None
+        self._durations.append(self.now() - start)
+        return self._durations[-1]
+
+    @property
+    def per_job_s(self) -> float | None:
+        if self._durations:
+            return sum(self._durations) / len(self._durations)
+        return self.run_s
+
+    def seconds_left(self, jobs_left: int) -> float | None:
+        per = self.per_job_s
+        if per is None:
+            return None
+        now = self.now()
+        running = sum(max(0.0, per - (now - t)) for t in self._started.values())
+        return (jobs_left * per + running) / self.slots
 
 
 class Display:
-    """Progress of one driver session (elapsed time and the estimate count from its start)."""
+    """Progress of one driver session (the clock counts from its start)."""
 
     def __init__(self, stream: TextIO | None = None, tty: bool | None = None,
                  log: Callable[[str], None] | None = None,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], float] = time.monotonic, eta: Eta | None = None) -> None:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty() if tty is None else tty
         self.log = log
         self.now = now
+        self.eta = eta or Eta(now=now)
         self.start = now()
         self.snapshot: Snapshot | None = None
-        self._done_at_start: int | None = None
         self._lock = threading.Lock()
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
         self._drawn = False
 
     # ------------------------------------------------------------- text
-    def eta(self, snap: Snapshot) -> str:
-        """Remaining genomes at this session's rate so far (concurrency is in the rate)."""
-        done_here = snap.done - (self._done_at_start or 0)
-        remaining = max(0, snap.budget - snap.done)
-        if remaining == 0:
-            return "eta 0:00:00" if not snap.running else "eta finishing"
-        if done_here <= 0:
-            return "eta ?"
-        return f"eta {clock(remaining * (self.now() - self.start) / done_here)}"
+    def eta_text(self, snap: Snapshot) -> str:
+        if snap.jobs_left == 0 and snap.running == 0:
+            return "eta 0:00:00"
+        left = self.eta.seconds_left(snap.jobs_left)
+        return "eta ?" if left is None else f"eta {clock(left)}"
 
     def status_line(self, snap: Snapshot) -> str:
-        best = "best -" if snap.best_fitness is None else \
-            f"best {snap.best_fitness:.4g} ({snap.best_genome})"
-        return (f"[{clock(self.now() - self.start)}] trained {snap.trained}/{snap.budget} | "
-                f"running {snap.running} | failed {snap.failed} | rejected {snap.rejected} | "
-                f"{best} | {self.eta(snap)}")
+        parts = [f"[{clock(self.now() - self.start)}] {snap.noun} {snap.finished}/{snap.total}",
+                 f"running {snap.running}", f"failed {snap.failed}", *snap.extra,
+                 self.eta_text(snap)]
+        return " | ".join(parts)
 
     # ------------------------------------------------------------- output
     def info(self, line: str) -> None:
@@ -99,9 +117,7 @@ class Display:
     def update(self, snap: Snapshot, event: str | None = None, important: bool = False,
                quiet: bool = False) -> None:
         """New counts after ``event``; ``important`` events stay on screen on a terminal;
-        ``quiet`` ones (a trial started) only redraw the terminal line."""
-        if self._done_at_start is None:
-            self._done_at_start = snap.done
+        ``quiet`` ones (a job started) only redraw the terminal line."""
         with self._lock:
             self.snapshot = snap
             if quiet and not self.tty:
@@ -135,8 +151,9 @@ class Display:
 
     # ------------------------------------------------------------- ticking clock
     def __enter__(self) -> "Display":
+        self.start = self.now()  # the clock counts the session's work, not its start-up
         if self.tty:
-            self._ticker = threading.Thread(target=self._tick, name="search-display", daemon=True)
+            self._ticker = threading.Thread(target=self._tick, name="progress-display", daemon=True)
             self._ticker.start()
         return self
 
@@ -154,11 +171,3 @@ class Display:
         while not self._stop.wait(1.0):
             with self._lock:
                 self._draw()
-
-
-def summary(rows: Iterable[dict[str, Any]], top: int = 3) -> list[str]:
-    """The best few trained genomes, for the end of a search."""
-    trained = sorted((r for r in rows if r["status"] == "trained" and r["fitness"] is not None),
-                     key=lambda r: -r["fitness"])
-    return [f"  {i + 1}. {r['id']} fitness {r['fitness']:.4g}  {r['genome']}"
-            for i, r in enumerate(trained[:top])]

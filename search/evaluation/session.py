@@ -1,0 +1,73 @@
+"""One driver session of an evaluation: the plan's unrecorded runs as a job source
+(:class:`~search.runs.tuner.JobSource`), recording each into the run folder as it ends."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from search.evaluation.folder import FINAL, load_records, make_record, write_record, write_run_files
+from search.evaluation.plan import Plan, RunSpec
+from search.runs.display import Display, Snapshot
+from search.runs.jobs import Job, Outcome, short_worker
+
+
+class EvalSession:
+    """Every run of ``plan`` that ``run_dir`` does not hold as done or diverged."""
+
+    def __init__(self, plan: Plan, run_dir: Path, display: Display) -> None:
+        self.plan, self.run_dir, self.display = plan, Path(run_dir), display
+        self.records = load_records(run_dir)
+        self.todo: list[RunSpec] = [r for r in plan.runs
+                                    if self.records.get(r.key, {}).get("status") not in FINAL]
+        self.recorded_before = len(plan.runs) - len(self.todo)
+        self._queue = list(self.todo)
+        self._live: dict[str, RunSpec] = {}
+
+    # ------------------------------------------------------------ JobSource
+    @property
+    def finished(self) -> bool:
+        return not self._queue and not self._live
+
+    def next_job(self) -> Job | None:
+        if not self._queue:
+            return None
+        spec = self._queue.pop(0)
+        self._live[spec.key] = spec
+        return Job(spec.key, spec.config, keep_files=True)
+
+    def started(self, job: Job) -> None:
+        self.display.eta.started(job.key)
+        self.display.update(self.snapshot(), quiet=True)
+
+    def record(self, job: Job, outcome: Outcome) -> None:
+        """Run files first, then the record (what makes the run count as done)."""
+        spec = self._live.pop(job.key)
+        if outcome.files:
+            write_run_files(self.run_dir, spec.key, dict(outcome.files))
+        record = make_record(spec, outcome)
+        write_record(self.run_dir, record)
+        self.records[spec.key] = record
+        self.display.eta.finished(job.key)
+        if record["status"] == "done":
+            event = (f"{spec.key}: AULC {record['approx_aulc']:.4g}, final return "
+                     f"{record['final_return']:.4g} ({short_worker(outcome.worker)})")
+        else:
+            event = f"{spec.key}: {record['status']}: {record['failed']}"
+        if outcome.dropped:
+            event += f" (not shipped back, too large: {', '.join(outcome.dropped)})"
+        self.display.update(self.snapshot(), event, important=record["status"] != "done")
+
+    def retrying(self, job: Job, attempt: int, error: str) -> None:
+        self.display.update(self.snapshot(), f"retrying {job.key} (attempt {attempt}): {error}",
+                            important=True)
+
+    # ------------------------------------------------------------ counts
+    def snapshot(self) -> Snapshot:
+        """Runs settled: recorded as done or diverged, or as error in this session (an error
+        of an earlier session is run again, so it is not settled yet)."""
+        pending = {r.key for r in self._queue} | set(self._live)
+        statuses = [self.records[r.key]["status"] for r in self.plan.runs
+                    if r.key in self.records and r.key not in pending]
+        failed = sum(s != "done" for s in statuses)
+        return Snapshot(finished=len(statuses), total=len(self.plan.runs),
+                        running=len(self._live), failed=failed, jobs_left=len(self._queue),
+                        noun="runs")

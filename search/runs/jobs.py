@@ -1,0 +1,165 @@
+"""A job is one training run (a resolved TrainConfig with its seed) that a Ray Tune trial
+executes; its :class:`Outcome` is what comes back to the driver.
+
+Everything a run produces comes back in the trial's result: the curve and scores, and with
+``keep_files`` every file of its run folder (config.json, meta.json, eval.csv, train.csv,
+result.json, ...), base64 in one JSON string, for the driver to write. So a cluster needs
+no shared disk: a worker writes only to a temporary folder of its own.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from rl.config import TrainConfig
+
+TrainFn = Callable[..., Any]   # rl.train.train's signature; tests pass fakes
+MAX_FILE_BYTES = 64 * 2**20    # what one trial ships back at most; beyond, only .csv/.json files
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One training run: ``key`` is unique in its run folder."""
+
+    key: str
+    config: TrainConfig          # resolved, seed and genome set
+    keep_files: bool = False     # ship the run's own folder back (evaluations), or only scores
+
+    def params(self) -> dict[str, Any]:
+        """What the Tune trial receives (JSON-safe)."""
+        return {"key": self.key, "train": self.config.to_dict(), "keep_files": self.keep_files}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> "Job":
+        return cls(params["key"], TrainConfig.from_dict(params["train"]), bool(params["keep_files"]))
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What one job produced, as the driver records it. ``error``: the trial crashed on
+    every attempt (no scores); ``failed``: the run ended early by itself (diverged)."""
+
+    approx_aulc: float | None = None
+    final_return: float | None = None
+    curve: tuple[tuple[int, float], ...] = ()
+    failed: str | None = None
+    error: str | None = None
+    wall_s: float | None = None           # the whole trial, measured in the worker
+    train_s: float | None = None          # TrainResult.train_s
+    worker: str | None = None             # "<Ray node id>:<pid>" of the process that trained it
+    steps: int | None = None              # environment steps trained
+    attempts: int = 1
+    files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
+    dropped: tuple[str, ...] = ()         # files too large to ship back
+
+    @property
+    def fitness(self) -> float | None:
+        """The search's score: the approximate AULC, unless the run failed."""
+        return None if self.failed or self.error else self.approx_aulc
+
+    @property
+    def problem(self) -> str | None:
+        return self.error or self.failed
+
+    @classmethod
+    def from_metrics(cls, m: Mapping[str, Any], attempts: int = 1) -> "Outcome":
+        """From the dict the trial reported (see :func:`report_metrics`)."""
+        failed = m.get("failed") or None
+        aulc = _float(m.get("approx_aulc"))
+        if aulc is None and failed is None:
+            failed = f"no finite AULC reported ({m.get('approx_aulc')!r})"
+        files = {name: base64.b64decode(data) for name, data in json.loads(m.get("files") or "{}").items()}
+        return cls(approx_aulc=aulc, final_return=_float(m.get("final_return")),
+                   curve=tuple((int(s), float(r)) for s, r in json.loads(m.get("curve") or "[]")),
+                   failed=failed, wall_s=_float(m.get("wall_s")), train_s=_float(m.get("train_s")),
+                   worker=m.get("worker"), steps=_int(m.get("steps")), attempts=attempts,
+                   files=files, dropped=tuple(json.loads(m.get("dropped") or "[]")))
+
+
+def _float(x: Any) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _int(x: Any) -> int | None:
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------- in the worker
+def worker_name() -> str:
+    """The Ray node id and pid of this process (host names cannot tell two nodes of one
+    machine apart); the pid alone outside Ray."""
+    try:
+        import ray
+
+        node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # no runtime context: not in a Ray process
+        node = None
+    return f"{node or 'local'}:{os.getpid()}"
+
+
+def short_worker(worker: str | None) -> str:
+    """``<node id>:<pid>`` with the node id cut to 8 hex digits, for the display."""
+    node, _, pid = (worker or "?").rpartition(":")
+    return f"{node[:8]}:{pid}" if node else (worker or "?")
+
+
+def pack_files(folder: Path, limit: int = MAX_FILE_BYTES) -> tuple[dict[str, str], list[str]]:
+    """Every file under ``folder`` (relative POSIX path -> base64); over ``limit`` bytes in
+    all, the .csv/.json files only, and the names of the others."""
+    paths = sorted(p for p in folder.rglob("*") if p.is_file())
+    if sum(p.stat().st_size for p in paths) > limit:
+        dropped = [p for p in paths if p.suffix not in (".csv", ".json")]
+        paths = [p for p in paths if p not in dropped]
+    else:
+        dropped = []
+    packed = {p.relative_to(folder).as_posix(): base64.b64encode(p.read_bytes()).decode()
+              for p in paths}
+    return packed, [p.relative_to(folder).as_posix() for p in dropped]
+
+
+def report_metrics(result: Any, started: float, files: dict[str, str] | None = None,
+                   dropped: list[str] | None = None) -> dict[str, Any]:
+    """The metrics a trial reports to Tune: flat and JSON-friendly (curve and files as
+    strings, since Tune flattens nested dicts)."""
+    curve = [list(p) for p in result.curve]
+    return {"approx_aulc": float(result.approx_aulc), "final_return": float(result.final_return),
+            "failed": result.failed or "", "curve": json.dumps(curve),
+            "train_s": float(result.train_s), "wall_s": time.time() - started,
+            "worker": worker_name(),
+            "steps": int(getattr(result, "env_steps", 0) or (curve[-1][0] if curve else 0)),
+            "files": json.dumps(files or {}), "dropped": json.dumps(dropped or [])}
+
+
+def execute(params: Mapping[str, Any], *, threads: int, use_gpu: bool, train_fn: TrainFn | None,
+            report: Callable[[dict], None]) -> None:
+    """The body of one trial, in a Ray worker: train the job, ``report`` its metrics."""
+    started = time.time()
+    job = Job.from_params(params)
+    if train_fn is None:
+        from rl.train import train as train_fn
+    config = job.config
+    if not use_gpu and config.device == "auto":
+        config = config.replace(device="cpu")  # Ray gave this trial no GPU: do not take one
+    if not job.keep_files:
+        result = train_fn(config, None, threads=threads, seed=config.seed)
+        report(report_metrics(result, started))
+        return
+    with tempfile.TemporaryDirectory(prefix="a2ls-run-") as tmp:
+        result = train_fn(config, Path(tmp) / "run", threads=threads, seed=config.seed)
+        folder = Path(tmp) / "run"
+        files, dropped = pack_files(folder) if folder.is_dir() else ({}, [])
+    report(report_metrics(result, started, files, dropped))

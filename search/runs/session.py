@@ -1,0 +1,152 @@
+"""One driver session of a search: the engine as a job source, and the one place where a
+result is recorded: the curve, then ``engine.tell``, then the run folder (engine state
+first), then the display. After a kill at any point a resume sees each trial either
+recorded or still in flight (and runs it again), never recorded twice.
+
+The same session drives the planted benchmark (:func:`run_planted`), in the driver,
+without Ray.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from rl.config import TrainConfig
+from search.evolution.engine import ROW_COLUMNS, Engine, Trial
+from search.evolution.planted import planted_fitness
+from search.runs.display import Display, Snapshot
+from search.runs.folder import RunFolder
+from search.runs.jobs import Job, Outcome, short_worker, worker_name
+from spaces import Genome
+
+
+def engine_snapshot(engine: Engine) -> Snapshot:
+    rows = engine.rows()
+    statuses = [row["status"] for row in rows]
+    best = max((r for r in rows if r["status"] == "trained" and r["fitness"] is not None),
+               key=lambda r: r["fitness"], default=None)
+    best_text = "best -" if best is None else f"best {best['fitness']:.4g} ({best['genome']})"
+    trained, failed = statuses.count("trained"), statuses.count("failed")
+    rejected = statuses.count("rejected") + statuses.count("duplicate")
+    return Snapshot(finished=trained + failed, total=engine.config.budget,
+                    running=engine.running(), failed=failed,
+                    jobs_left=engine.jobs_left(), noun="candidates",
+                    extra=(f"rejected {rejected}", best_text))
+
+
+class SearchSession:
+    """The engine as a :class:`~search.runs.tuner.JobSource`, with its run folder and display.
+
+    ``min_interval_s``: the least time between two saves of the run folder and two status
+    snapshots (each O(population)). 0 for training, where every result is saved as it
+    comes; the planted driver, which tells thousands of results a second, uses a second
+    (a kill then loses at most that second of cheap evaluations) and ends with
+    :meth:`flush`.
+    """
+
+    def __init__(self, engine: Engine, folder: RunFolder, display: Display,
+                 base: TrainConfig | None = None, min_interval_s: float = 0.0) -> None:
+        self.engine = engine
+        self.folder = folder
+        self.display = display
+        self.base = base
+        self.min_interval_s = min_interval_s
+        self.timings: list[dict[str, Any]] = []   # per finished job, for bench/search_overhead.py
+        self._trials: dict[str, Trial] = {}
+        self._saved_at = self._snapshot_at = -math.inf
+        self._snapshot: Snapshot | None = None
+        self._unsaved = False
+
+    # ------------------------------------------------------------ JobSource
+    @property
+    def finished(self) -> bool:
+        return self.engine.finished
+
+    def next_job(self) -> Job | None:
+        trial = self.engine.ask()
+        if trial is None:
+            return None
+        assert self.base is not None, "a training search needs the base TrainConfig"
+        self._trials[trial.key] = trial
+        config = self.base.replace(genome=trial.candidate.genome, seed=trial.seed)
+        return Job(trial.key, config)
+
+    def started(self, job: Job) -> None:
+        self.display.eta.started(job.key)
+        self.display.update(self.snapshot(force=True), quiet=True)
+
+    def record(self, job: Job, outcome: Outcome) -> None:
+        self.record_trial(self._trials.pop(job.key), outcome)
+
+    def retrying(self, job: Job, attempt: int, error: str) -> None:
+        self.display.update(self.snapshot(force=True),
+                            f"retrying {job.key} (attempt {attempt}): {error}", important=True)
+
+    # ------------------------------------------------------------ recording
+    def record_trial(self, trial: Trial, outcome: Outcome) -> None:
+        """Curve, tell, save (engine state first), display: in this order."""
+        if outcome.problem is None and outcome.curve:
+            self.folder.put_curve(trial.candidate.id, trial.seed, outcome.curve)
+        self.engine.tell(trial.key, outcome.fitness, final_return=outcome.final_return,
+                         error=outcome.problem, wall_s=outcome.wall_s, worker=outcome.worker,
+                         steps=outcome.steps)
+        self.save()
+        driver_s = self.display.eta.finished(trial.key)
+        self.timings.append({"key": trial.key, "driver_s": driver_s, "train_s": outcome.train_s,
+                             "wall_s": outcome.wall_s, "error": outcome.problem})
+        c = trial.candidate
+        where = f"gen {c.generation}, {c.operator}" + (f" of {';'.join(c.parents)}" if c.parents else "")
+        if outcome.problem is None:
+            event = f"{c.id} seed {trial.seed}: fitness {outcome.fitness:.4g} ({where}, {short_worker(outcome.worker)})"
+        else:
+            event = f"FAILED {c.id} seed {trial.seed}: {outcome.problem} ({where})"
+        self.display.update(self.snapshot(force=outcome.problem is not None), event,
+                            important=outcome.problem is not None)
+
+    def save(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._saved_at < self.min_interval_s:
+            self._unsaved = True
+            return
+        self.folder.save(self.engine.state_dict(), self.engine.rows(), ROW_COLUMNS)
+        self._saved_at, self._unsaved = time.monotonic(), False
+
+    def snapshot(self, force: bool = False) -> Snapshot:
+        if force or self._snapshot is None or (
+                time.monotonic() - self._snapshot_at >= self.min_interval_s):
+            self._snapshot, self._snapshot_at = engine_snapshot(self.engine), time.monotonic()
+        return self._snapshot
+
+    def flush(self) -> None:
+        """Save what a throttled :meth:`save` skipped; redraw the status from the engine."""
+        if self._unsaved:
+            self.save(force=True)
+        self.display.update(self.snapshot(force=True), quiet=True)
+
+
+def run_planted(session: SearchSession, target: Genome) -> None:
+    """The search against a planted genome, in the driver, without Ray (seconds; give the
+    session a ``min_interval_s``, or the saves make it quadratic in the budget)."""
+    score = planted_fitness(target)
+    engine = session.engine
+    try:
+        while not engine.finished:
+            trial = engine.ask()
+            if trial is None:
+                raise RuntimeError("engine: nothing to ask although nothing is in flight")
+            session.display.eta.started(trial.key)
+            started = time.time()
+            fitness = float(score(trial.candidate.genome))
+            session.record_trial(trial, Outcome(approx_aulc=fitness, final_return=fitness,
+                                                wall_s=time.time() - started,
+                                                worker=worker_name(), steps=0))
+    finally:  # also on Ctrl-C: the folder holds every result told so far
+        session.flush()
+
+
+def best_lines(rows: list[dict[str, Any]], top: int = 3) -> list[str]:
+    """The best few trained genomes, for the end of a search."""
+    trained = sorted((r for r in rows if r["status"] == "trained" and r["fitness"] is not None),
+                     key=lambda r: -r["fitness"])
+    return [f"  {i + 1}. {r['id']} fitness {r['fitness']:.4g}  {r['genome']}"
+            for i, r in enumerate(trained[:top])]
