@@ -118,6 +118,7 @@ def plan(args: dict[str, Any], stamp: str | None = None) -> Plan:
             raise UsageError(f"--resume continues a run with its own config; --{extra[0]} cannot "
                              f"be given (only {', '.join('--' + k for k in DISPATCH_FLAGS)})")
         folder = RunFolder.load(args["resume"])
+        check_engine_state(folder)
         try:
             setup = SearchSetup.from_config(folder.config, dispatch)
         except DispatchError as err:
@@ -145,6 +146,20 @@ def plan(args: dict[str, Any], stamp: str | None = None) -> Plan:
     RunFolder.check_new(path, setup.to_config())
     notes.append(f"run folder: {path}")
     return Plan(setup, path, False, tuple(notes))
+
+
+def check_engine_state(folder: RunFolder) -> None:
+    """Refuse, in one line and before Ray starts, an engine state this code cannot continue."""
+    from search.evolution.engine import Engine
+
+    try:
+        Engine.from_state_dict(folder.engine_state())
+    except (ValueError, KeyError, TypeError, IndexError) as err:  # RunFolderError is a ValueError
+        if isinstance(err, RunFolderError):
+            raise
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunFolderError(f"--resume: {folder.path}/engine.json cannot be continued by this "
+                             f"code ({detail}); nothing was changed") from None
 
 
 def main(argv: Sequence[str] | None = None, *, train_fn: Any = None, probe_fn: Any = None,

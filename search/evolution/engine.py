@@ -279,7 +279,7 @@ class Engine:
     def from_state_dict(cls, state: dict[str, Any]) -> "Engine":
         """Continue a saved run; trials that were in flight are handed out again first."""
         if state.get("format") != 1:
-            raise ValueError(f"engine state: unknown format {state.get('format')!r}")
+            raise ValueError(f"its format is {state.get('format')!r}, this code reads format 1")
         engine = cls(EngineConfig(**state["config"]))
         version, internal, gauss = state["rng"]
         engine._rng.setstate((version, tuple(internal), gauss))
