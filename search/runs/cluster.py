@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -157,15 +158,22 @@ def _join(address: str, common: dict) -> str:
         # send the token this machine has.
         os.environ["RAY_AUTH_MODE"] = "token"
         _refresh_auth_mode()
-    try:
-        ray.init(address=address, **common)
-    except Exception as err:  # ConnectionError, AuthenticationError, RuntimeError, ValueError
+    with _stderr_captured() as said:
+        try:
+            ray.init(address=address, **common)
+            err = None
+        except Exception as caught:  # ConnectionError, AuthenticationError, RuntimeError, ...
+            err = caught
+    if err is not None:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        refused = "InvalidAuthToken" in said() or "Unauthenticated" in said()
         if os.environ.get("RAY_AUTH_MODE") == "token" and source is None:
             why = f"RAY_AUTH_MODE=token but no token was found (give it with {TOKEN_SOURCES})"
         elif source is None:
-            why = (f"{first}; no Ray auth token was found here ({TOKEN_SOURCES}): a cluster with "
-                   f"token authentication (Ray's default) refuses a driver without its token")
+            why = (f"{'the cluster refused a driver without its token' if refused else first}; "
+                   f"no Ray auth token was found here ({TOKEN_SOURCES})")
+        elif refused:
+            why = f"the cluster refused the token from {source} (not the cluster's own)"
         else:
             why = (f"{first}; the token sent came from {source}: if the cluster uses token "
                    f"authentication, it must be the cluster's own")
@@ -174,6 +182,31 @@ def _join(address: str, common: dict) -> str:
     auth = "token authentication" if os.environ.get("RAY_AUTH_MODE") == "token" else "no token"
     return (f"ray: joined cluster at {address} ({len(ray.nodes())} nodes, {res.get('CPU', 0):g} "
             f"CPUs, {res.get('GPU', 0):g} GPUs, {auth}); code shipped as py_modules")
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator:
+    """Ray's C++ client logs each refused connection attempt to the process's stderr (file
+    descriptor 2, below Python's logging): keep those lines out of the user's terminal, and
+    let the caller read them (``said()``) to tell a refused token from a silent cluster."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        text: list[str] = []
+
+        def said() -> str:
+            return text[0] if text else ""
+        try:
+            yield said
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text.append(sink.read().decode(errors="replace"))
 
 
 def _refresh_auth_mode() -> None:
