@@ -1,7 +1,7 @@
 """The evolution engine: ask for a trial, tell its score; plain Python, its own seeded RNG.
 
-The driver loop lives outside (Ray Tune in search/dispatch.py, a plain loop for the
-planted benchmark in search/planted.py). The engine decides what to train next, keeps
+The driver loop lives outside (Ray Tune in search/runs/tuner.py, a plain loop for the
+planted benchmark in search/evolution/planted.py). The engine decides what to train next, keeps
 the budget, refuses children the loss-rejection protocol refuses and genomes already
 trained (SPEC section 4), averages a genome's seeds, and saves/restores its whole state
 as JSON, in-flight trials included.
