@@ -58,9 +58,11 @@ def page_faults(mode: str) -> int:
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc mallopt only")
 def test_memory_freed_in_a_thread_is_reused_not_faulted_in_again():
     default, tuned = page_faults("default"), page_faults("tuned")
-    # 3 threads x 3 rounds x 40 MB: measured 23.2k faults with glibc's defaults, ~940 tuned.
+    # 3 threads x 3 rounds x 40 MB: measured 23.2k faults with glibc's defaults, ~940 tuned
+    # on a quiet machine, 2.6k-3.6k tuned while other jobs kept both cores busy (the bound
+    # was default / 10 and failed then); a quarter still says the memory is reused.
     assert default > 10_000, default
-    assert tuned < default / 10, (default, tuned)
+    assert tuned < default / 4, (default, tuned)
 
 
 def test_keep_freed_memory_says_whether_it_took_effect():
