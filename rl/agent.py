@@ -123,6 +123,7 @@ class Agent:
             (list(self.critic_target.q.parameters()), list(self.critic.q.parameters()), c.critic_tau),
             (list(self.critic_target.encoder.parameters()), list(self.critic.encoder.parameters()),
              c.encoder_tau)]
+        self._ema_pairs = [pair for pair in self._ema_pairs if pair[0]]  # identity: no encoder weights
         if q_embed is not None:
             self._ema_pairs.append((list(self.critic_target.action_encoder.parameters()),
                                     list(q_embed.parameters()), c.encoder_tau))

@@ -15,7 +15,7 @@ from typing import Optional
 from spaces import Genome, named
 
 AGENTS = ("auxi_sac", "pixel_sac", "curl_sac")
-ENCODERS = ("pixel", "mlp", "ofe")
+ENCODERS = ("pixel", "mlp", "ofe", "identity")
 
 # (action repeat, total env steps) by task, as in the released train.py (SPEC section 6).
 _LONG_TASKS = ("acrobot", "fish_swim", "hopper_hop", "humanoid", "pendulum", "quadruped",
@@ -186,6 +186,10 @@ def validate(c: TrainConfig) -> None:
                  "critic_target_update_freq", "log_interval", "curl_latent_dim"):
         value = getattr(c, flag)
         need(value is not None and value > 0, flag, f"must be a positive integer, got {value}")
+    need(c.encoder_type != "identity" or c.agent == "pixel_sac", "encoder_type",
+         f"identity feeds the observations straight into actor and critic: there is no encoder "
+         f"for {'an auxiliary' if c.agent == 'auxi_sac' else 'a CURL'} loss to shape "
+         f"(use it with --agent pixel_sac)")
     need(c.init_steps >= 0, "init_steps", f"must be >= 0, got {c.init_steps}")
     need(c.image_size <= c.pre_transform_image_size or c.agent == "pixel_sac", "image_size",
          f"{c.image_size} is larger than --pre_transform_image_size {c.pre_transform_image_size}")

@@ -107,6 +107,23 @@ class OfeTrunk(nn.Module):
         return obs
 
 
+class IdentityTrunk(nn.Module):
+    """``--encoder_type identity`` (released code): the state vector itself, no parameters;
+    with :class:`IdentityHead`, observations go straight into actor and critic."""
+
+    def __init__(self, obs_dim: int):
+        super().__init__()
+        self.out_dim = obs_dim
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return obs
+
+
+class IdentityHead(nn.Module):
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h
+
+
 def make_trunk(encoder_type: str, obs_shape: tuple[int, ...], num_layers: int,
                num_filters: int, hidden: int) -> nn.Module:
     if encoder_type == "pixel":
@@ -115,6 +132,8 @@ def make_trunk(encoder_type: str, obs_shape: tuple[int, ...], num_layers: int,
         return ConvTrunk(obs_shape, num_layers, num_filters)
     if len(obs_shape) != 1:
         raise ValueError(f"--encoder_type {encoder_type} needs state vectors, got shape {obs_shape}")
+    if encoder_type == "identity":
+        return IdentityTrunk(obs_shape[0])
     trunk = {"mlp": MlpTrunk, "ofe": OfeTrunk}.get(encoder_type)
     if trunk is None:
         raise ValueError(f"--encoder_type: unknown encoder {encoder_type!r}")
@@ -123,8 +142,16 @@ def make_trunk(encoder_type: str, obs_shape: tuple[int, ...], num_layers: int,
 
 def feature_dim_of(encoder_type: str, obs_shape: tuple[int, ...], num_layers: int,
                    hidden: int, encoder_feature_dim: int) -> int:
-    """The released code widens the ``ofe`` feature to its trunk width (obs + layers x hidden)."""
+    """The released code widens the ``ofe`` feature to its trunk width (obs + layers x hidden);
+    ``identity`` passes the observation on as it is."""
+    if encoder_type == "identity":
+        return obs_shape[0]
     return obs_shape[0] + num_layers * hidden if encoder_type == "ofe" else encoder_feature_dim
+
+
+def make_head(trunk: nn.Module, feature_dim: int) -> nn.Module:
+    """Trunk features to the encoder feature; nothing in between for the identity encoder."""
+    return IdentityHead() if isinstance(trunk, IdentityTrunk) else Head(trunk.out_dim, feature_dim)
 
 
 class Head(nn.Sequential):
@@ -147,7 +174,7 @@ class Encoder(nn.Module):
     def __init__(self, trunk: nn.Module, feature_dim: int):
         super().__init__()
         self.trunk = trunk
-        self.head = Head(trunk.out_dim, feature_dim)
+        self.head = make_head(trunk, feature_dim)
         self.feature_dim = feature_dim
 
     def forward(self, obs: torch.Tensor, detach_trunk: bool = False) -> torch.Tensor:
@@ -185,7 +212,7 @@ class Actor(nn.Module):
                  log_std_min: float, log_std_max: float):
         super().__init__()
         self.trunk = trunk  # the critic's trunk on pixels (tied), an own one on states
-        self.head = Head(trunk.out_dim, feature_dim)
+        self.head = make_head(trunk, feature_dim)
         self.mlp = nn.Sequential(
             nn.Linear(feature_dim, hidden_dim), nn.ReLU(inplace=True),
             nn.Linear(hidden_dim, hidden_dim), nn.ReLU(inplace=True),

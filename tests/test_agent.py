@@ -440,3 +440,30 @@ def test_detach_encoder_keeps_the_critic_loss_out_of_the_action_embedding():
     _grad_hooks(agent.critic.action_encoder, calls)
     agent._update_critic(agent._sample(replay), {})
     assert calls == []
+
+
+def test_identity_encoder_feeds_the_observation_straight_into_actor_and_critic():
+    """--encoder_type identity (the released state baseline): no encoder weights, Q and the
+    policy read the raw state, and an update trains both."""
+    config = resolve(TrainConfig(agent="pixel_sac", encoder_type="identity", batch_size=B,
+                                 hidden_dim=16))
+    agent, replay = make_agent(config, (OBS_DIM,), ACTIONS, torch.device("cpu")), replay_for(False)
+    assert list(agent.critic.encoder.parameters()) == [] and agent.critic.encoder.feature_dim == OBS_DIM
+    assert list(agent.actor.trunk.parameters()) == [] and list(agent.actor.head.parameters()) == []
+    obs = torch.randn(4, OBS_DIM)
+    action = torch.rand(4, ACTIONS) * 2 - 1
+    assert torch.equal(agent.critic(obs, action), agent.critic.q_values(obs, action))
+    before = {n: p.detach().clone() for n, p in agent.critic.q.named_parameters()}
+    actor_before = [p.detach().clone() for p in agent.actor.mlp.parameters()]
+    seen = set()
+    for step in range(4):
+        seen |= set(agent.update(replay, step))
+    assert {"critic_loss", "actor_loss"} <= seen and "aux_loss" not in seen
+    assert any(not torch.equal(p, before[n]) for n, p in agent.critic.q.named_parameters())
+    assert any(not torch.equal(p, q) for p, q in zip(agent.actor.mlp.parameters(), actor_before))
+
+
+@pytest.mark.parametrize("agent", ["auxi_sac", "curl_sac"])
+def test_identity_encoder_has_nothing_for_a_representation_loss_to_shape(agent):
+    with pytest.raises(ValueError, match=r"^--encoder_type: identity .*\(use it with --agent pixel_sac\)$"):
+        resolve(TrainConfig(agent=agent, encoder_type="identity"))
