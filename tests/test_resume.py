@@ -27,7 +27,7 @@ DRIVER = textwrap.dedent("""
     from rl.probe import StepTimes
     from search.commands.search_cli import main
 
-    def fake_train(config, run_dir=None, *, progress=False, threads=None, seed=None):
+    def fake_train(config, run_dir=None, *, progress=False, threads=None, seed=None, **_):
         with open({log!r}, "a") as f:
             f.write(f"{{config.genome.id}}-s{{seed}} {{os.getpid()}}\\n")
         time.sleep({sleep})

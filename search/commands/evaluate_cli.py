@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--genome", action="append", default=[], help="a genome in canonical form")
     what.add_argument("--from", dest="from_", metavar="SEARCH_DIR", help="a search run folder")
     what.add_argument("--top", type=int, default=3, help="with --from: how many of its best")
-    what.add_argument("--baselines", default="sac,curl", help="sac, curl (comma list) or none")
+    what.add_argument("--baselines", default="sac,curl",
+                      help="sac, curl, state-sac (SAC on states, identity encoder): a comma "
+                           "list, or none")
     where = p.add_argument_group("where")
     where.add_argument("--domain_name", nargs="+", default=list(PAPER_TASKS),
                        help="tasks (space or comma separated)")

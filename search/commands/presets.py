@@ -1,7 +1,7 @@
 """Presets (smoke, cpu, paper) and the resolved search setup that config.json stores.
 
-A preset is three dicts of defaults (engine, training, dispatch); every value can be
-overridden by a flag. :func:`build_setup` merges preset and flags into a frozen
+A preset is four dicts of defaults (engine, training, dispatch, verdict); every value can
+be overridden by a flag. :func:`build_setup` merges preset and flags into a frozen
 :class:`SearchSetup`, validating everything before a run folder is touched.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rl.config import TrainConfig, resolve
+from search.evaluation.verdict import VerdictConfig
 from search.evolution.engine import EngineConfig
 from search.evolution.operators import genome_from_text
 from search.runs.config import DispatchConfig
@@ -23,49 +24,57 @@ _STATE_NET = {"encoder_type": "ofe", "encoder_hidden_size": 40, "num_layers": 1}
 @dataclasses.dataclass(frozen=True)
 class Preset:
     name: str
-    summary: str
+    purpose: str                  # what it is for; the resolved setup is printed at start-up
     engine: Mapping[str, Any]
     train: Mapping[str, Any]
     dispatch: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    verdict: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+# Rungs: the Spearman correlation of the AULC up to a step with the AULC at 100k, over 16
+# candidates of a cheetah_run (states) search, was -0.14 at 20k, -0.09 at 30k, 0.71 at 50k,
+# 0.89 at 70k (SPEC section 4b): rungs before 50k would stop candidates at random.
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
         "smoke",
-        "CI check: 6 tiny cartpole_swingup (state) candidates, 2 generations, minutes on 2 cores",
-        engine={"strategy": "generational", "population": 4, "budget": 6},
+        "a CI check of every phase in minutes: rungs with stopped candidates, finalist seeds, "
+        "the held-out verdict",
+        engine={"strategy": "generational", "population": 3, "budget": 6,
+                "rungs": (800, 1200), "reduction": 2, "finalist_seeds": 2},
         train={"domain_name": "cartpole_swingup", **_STATE_NET, "batch_size": 64,
                "hidden_dim": 64, "num_train_steps": 2000, "init_steps": 100,
-               "eval_freq": 1000, "num_eval_episodes": 1, "replay_buffer_capacity": 10_000},
+               "eval_freq": 400, "num_eval_episodes": 1, "replay_buffer_capacity": 10_000},
+        verdict={"top": 1, "seeds": 2},
     ),
     Preset(
-        # Measured on this 2-core machine while 4 other jobs shared it (load ~5): one
-        # candidate (cartpole_swingup states, 20k env steps = 2500 agent steps, batch 128,
-        # hidden 256, 1 thread) trained in 114 s and learnt (eval return 37 -> 791, AULC 327);
-        # cheetah_run took 223 s and barely moved (7 -> 52), too little signal for a search.
-        # Idle, expect about half that: ~60 s a candidate, 2 at a time, so 40 candidates
-        # take about 30-45 minutes idle and about an hour on a busy machine.
+        # The paper's vector search task, where losses differ (A2-winner 410 vs SAC 151 at
+        # 100k, 3 seeds; SPEC section 4b). Sized from measured speed so that everything,
+        # verdict included, ends in about two hours on a 2-core laptop (bench/RESULTS.md).
         "cpu",
-        "a meaningful search on a 2-core laptop in about an hour: cartpole_swingup (state), "
-        "20k env steps per candidate, population 10, budget 40",
-        engine={"strategy": "generational", "population": 10, "budget": 40},
-        train={"domain_name": "cartpole_swingup", **_STATE_NET, "batch_size": 128,
-               "hidden_dim": 256, "num_train_steps": 20_000, "init_steps": 500,
-               "eval_freq": 5000, "num_eval_episodes": 3, "replay_buffer_capacity": 20_000},
+        "the paper's vector Cheetah-Run search on a laptop: early stopping at rungs, seeds for "
+        "finalists, a held-out verdict against SAC, state SAC and A2-winner",
+        engine={"strategy": "generational", "population": 6, "budget": 16,
+                "rungs": (50_000, 70_000), "reduction": 3, "finalist_seeds": 2},
+        train={"domain_name": "cheetah_run", **_STATE_NET, "batch_size": 128,
+               "hidden_dim": 256, "num_train_steps": 100_000, "eval_freq": 10_000,
+               "num_eval_episodes": 10},
+        verdict={"top": 2, "seeds": 5},
     ),
     Preset(
         # The paper's image search: pixel cheetah_run, the released code's training
         # hyper-parameters (TrainConfig defaults, SPEC section 6), population ~100, top 25%
-        # survive (SPEC section 4), 7 stages = 100 + 6 x 75 new genomes. The shortened run
-        # length per candidate is not published [open]; 100k env steps is our choice.
+        # survive (SPEC section 4), 7 stages = 100 + 6 x 75 new genomes, and the paper's own
+        # last step: its top 5 re-trained. The run length per candidate is not published
+        # [open]; 100k env steps is our choice, with the vector search's rungs.
         "paper",
-        "the paper's image search for a GPU cluster: pixel cheetah_run, paper training "
-        "hyper-parameters, 100k env steps per candidate, population 100, top 25%, 7 stages",
+        "the paper's image search for a GPU cluster, with the same protocol",
         engine={"strategy": "generational", "population": 100, "budget": 550,
-                "survivor_fraction": 0.25},
+                "survivor_fraction": 0.25, "rungs": (50_000, 70_000), "reduction": 3,
+                "finalist_seeds": 2},
         train={"domain_name": "cheetah_run", "encoder_type": "pixel", "num_train_steps": 100_000,
                "eval_freq": 10_000, "num_eval_episodes": 10},
         dispatch={"cpus_per_trial": 2, "gpus_per_trial": 0.25},
+        verdict={"top": 5, "seeds": 5},
     ),
 )}
 
@@ -96,6 +105,7 @@ class SearchSetup:
     engine: EngineConfig
     train: TrainConfig          # resolved; genome and seed are set per candidate
     dispatch: DispatchConfig
+    verdict: VerdictConfig = VerdictConfig()
 
     @property
     def planted_target(self) -> Genome | None:
@@ -112,19 +122,20 @@ class SearchSetup:
             train.pop(key, None)
         engine = dataclasses.asdict(self.engine)
         engine["seed_losses"] = list(engine["seed_losses"])
+        engine["rungs"] = list(engine["rungs"])
         return {"preset": self.preset, "fitness": self.fitness, "search": engine,
-                "train": train, "dispatch": self.dispatch.to_dict()}
+                "train": train, "verdict": self.verdict.to_dict(),
+                "dispatch": self.dispatch.to_dict()}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any],
                     dispatch_overrides: Mapping[str, Any] | None = None) -> "SearchSetup":
-        engine = dict(config["search"])
-        engine["seed_losses"] = tuple(engine.get("seed_losses", ()))
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
         train = TrainConfig(**{k: v for k, v in config["train"].items() if k in train_fields})
         dispatch = DispatchConfig.from_dict({**config.get("dispatch", {}), **(dispatch_overrides or {})})
-        return cls(config.get("preset", "?"), config["fitness"], EngineConfig(**engine),
-                   resolve(train), dispatch)
+        return cls(config.get("preset", "?"), config["fitness"],
+                   EngineConfig.from_dict(config["search"]), resolve(train), dispatch,
+                   VerdictConfig.from_dict(config.get("verdict")))
 
 
 def parse_fitness(text: str) -> str:
@@ -141,7 +152,8 @@ def parse_fitness(text: str) -> str:
 
 
 def build_setup(preset: str, *, engine: Mapping[str, Any] = {}, train: Mapping[str, Any] = {},
-                dispatch: Mapping[str, Any] = {}, fitness: str = "rl") -> SearchSetup:
+                dispatch: Mapping[str, Any] = {}, verdict: Mapping[str, Any] = {},
+                fitness: str = "rl") -> SearchSetup:
     """Preset defaults overridden by flags. Raises ValueError (one line naming the flag)."""
     if preset not in PRESETS:
         raise ValueError(f"--preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
@@ -164,8 +176,24 @@ def build_setup(preset: str, *, engine: Mapping[str, Any] = {}, train: Mapping[s
     train_config = resolve(TrainConfig(**{**p.train, **train}))
     if fitness == "rl":
         _check_task(train_config.task)
+    _check_rungs(engine_config.rungs, train_config)
+    try:
+        verdict_config = VerdictConfig(**{**p.verdict, **verdict})
+    except ValueError as err:
+        raise ValueError(f"--{err}") from None
     dispatch_config = DispatchConfig(**{**p.dispatch, **dispatch})
-    return SearchSetup(preset, fitness, engine_config, train_config, dispatch_config)
+    return SearchSetup(preset, fitness, engine_config, train_config, dispatch_config,
+                       verdict_config)
+
+
+def _check_rungs(rungs: tuple[int, ...], train: TrainConfig) -> None:
+    """A rung is a checkpoint below the top: its step is an evaluation's."""
+    every = train.eval_every_agent_steps * train.action_repeat
+    for rung in rungs:
+        if rung >= train.num_train_steps or rung % every:
+            raise ValueError(f"--rungs: {rung} is not an evaluation step below the top (the "
+                             f"checkpoints are every {every} env steps up to "
+                             f"--num_train_steps {train.num_train_steps})")
 
 
 def _check_task(task: str) -> None:

@@ -19,6 +19,8 @@ from typing import Any, Sequence, TextIO
 from rl.config import TrainConfig
 from search.commands.presets import (NOT_OVERRIDABLE, PRESETS, SearchSetup, auto_preset,
                             build_setup, run_name)
+from search.commands.search_run import (DISPATCH_FIELDS_TO_FLAGS, DISPATCH_FLAGS_TO_FIELDS, Plan,
+                                        execute, fail)
 from search.runs.config import DispatchError
 from search.runs.folder import RunFolder, RunFolderError
 
@@ -26,12 +28,20 @@ ENGINE_FLAGS = {
     "strategy": (str, "generational | steady | random"),
     "population": (int, "genomes per generation (steady: population size)"),
     "budget": (int, "distinct genomes to train"),
-    "seeds_per_candidate": (int, "RL seeds per genome; fitness = mean approx AULC over them"),
-    "elite_reevals": (int, "after the budget, the top N genomes again on fresh seeds"),
+    "seeds_per_candidate": (int, "RL seeds per genome (1 with rungs); fitness = mean approx AULC"),
+    "rungs": (str, "comma-separated env steps where a candidate may be stopped (ASHA), or none"),
+    "reduction": (float, "at each rung, keep the top 1/REDUCTION of the candidates so far"),
+    "finalist_seeds": (int, "extra full-length seeds for a candidate that reaches the top"),
     "survivor_fraction": (float, "share of a generation that survives (paper: 0.25)"),
     "tournament": (int, "steady strategy: tournament size"),
     "seed_losses": (str, "comma-separated named losses or canonical genomes in the initial population"),
     "seed": (int, "seed of the search's own random choices"),
+}
+VERDICT_FLAGS = {
+    "verdict_top": (int, "after the budget, re-train the top N genomes on held-out seeds (0: no verdict)"),
+    "verdict_seeds": (int, "held-out seeds per loss in the verdict"),
+    "verdict_references": (str, "comma-separated references of the verdict: sac, state-sac, "
+                                "curl or named losses"),
 }
 DISPATCH_FLAGS = {
     "address": (str, "join this Ray cluster, e.g. auto or HOST:PORT (default: an embedded "
@@ -42,10 +52,6 @@ DISPATCH_FLAGS = {
     "max_failures": (int, "retries of a crashed trial before it is recorded as failed"),
     "max_concurrent": (int, "trials at once (default: as many as the resources hold)"),
 }
-# DispatchConfig's fields by this command's flags, and back (for error messages).
-DISPATCH_FLAGS_TO_FIELDS = {"cpus_per_candidate": "cpus_per_trial",
-                            "gpus_per_candidate": "gpus_per_trial"}
-DISPATCH_FIELDS_TO_FLAGS = {v: k for k, v in DISPATCH_FLAGS_TO_FIELDS.items()}
 TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_OVERRIDABLE)
 
 
@@ -84,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(similarity to a planted genome, in the driver, without Ray)")
     for name, (kind, text) in ENGINE_FLAGS.items():
         g.add_argument(f"--{name}", type=kind, help=text)
+    v = p.add_argument_group("held-out verdict")
+    for name, (kind, text) in VERDICT_FLAGS.items():
+        v.add_argument(f"--{name}", type=kind, help=text)
     g.add_argument("--run", help="the run folder (default: results/<preset-task-strategy-time>)")
     g.add_argument("--resume", metavar="RUN", help="continue the search in this run folder")
     d = p.add_argument_group("dispatch (may change on --resume)")
@@ -97,16 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             t.add_argument(f"--{name}", type=kind)
     return p
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """A validated command: what to run and where; nothing written yet."""
-
-    setup: SearchSetup
-    path: Path
-    resume: bool
-    notes: tuple[str, ...] = ()
 
 
 def plan(args: dict[str, Any], stamp: str | None = None) -> Plan:
@@ -131,14 +130,19 @@ def plan(args: dict[str, Any], stamp: str | None = None) -> Plan:
         notes.append(f"preset: {preset} ({why}; choose with --preset {'|'.join(PRESETS)})")
     elif preset not in PRESETS:
         raise UsageError(f"--preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
-    notes.append(f"{preset}: {PRESETS[preset].summary}")
+    notes.append(f"{preset}: {PRESETS[preset].purpose}")
     engine = {k: args[k] for k in ENGINE_FLAGS if k in args}
     if "seed_losses" in engine:
-        engine["seed_losses"] = tuple(s.strip() for s in engine["seed_losses"].split(",") if s.strip())
+        engine["seed_losses"] = _comma_list(engine["seed_losses"])
+    if "rungs" in engine:
+        engine["rungs"] = _steps(engine["rungs"])
+    verdict = {k[len("verdict_"):]: args[k] for k in VERDICT_FLAGS if k in args}
+    if "references" in verdict:
+        verdict["references"] = _comma_list(verdict["references"])
     train = {k: args[k] for k in TRAIN_FLAGS if k in args}
     try:
         setup = build_setup(preset, engine=engine, train=train, dispatch=dispatch,
-                            fitness=args.get("fitness", "rl"))
+                            verdict=verdict, fitness=args.get("fitness", "rl"))
     except DispatchError as err:
         raise err.as_flags(DISPATCH_FIELDS_TO_FLAGS) from None
     path = Path(args["run"]) if "run" in args else \
@@ -146,6 +150,19 @@ def plan(args: dict[str, Any], stamp: str | None = None) -> Plan:
     RunFolder.check_new(path, setup.to_config())
     notes.append(f"run folder: {path}")
     return Plan(setup, path, False, tuple(notes))
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        return tuple(int(part) for part in _comma_list(text))
+    except ValueError:
+        raise UsageError(f"--rungs: expected comma-separated env steps or none, got {text!r}") from None
 
 
 def check_engine_state(folder: RunFolder) -> None:
@@ -175,114 +192,8 @@ def main(argv: Sequence[str] | None = None, *, train_fn: Any = None, probe_fn: A
             raise UsageError("give --run (a new search) or --resume (continue one), not both")
         todo = plan(args)
     except (ValueError, RunFolderError) as err:
-        return _fail(err)
+        return fail(err)
     return execute(todo, train_fn=train_fn, probe_fn=probe_fn, stream=stream)
-
-
-def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
-            stream: TextIO | None = None) -> int:
-    """Create or reopen the run folder and run the search to its budget.
-
-    Returns 0 when the search finished, 130 when it stopped early (resume it), 2 when the
-    Ray cluster cannot be joined or cannot hold one candidate (one line, nothing written).
-    ``train_fn``/``probe_fn`` replace rl.train.train and the start-up probe (tests only)."""
-    # Imported here: Ray Tune takes seconds to import, bad input should not wait for it.
-    from search.evolution.engine import ROW_COLUMNS, Engine
-    from search.runs import cluster
-    from search.runs.display import Display, Eta
-    from search.runs.session import SearchSession, best_lines, engine_snapshot, run_planted
-
-    setup = todo.setup
-    notes = list(todo.notes)
-    slots = 1
-    owned = not setup.planted and not cluster.is_connected()  # else: left as found
-    if not setup.planted:
-        try:  # before the run folder: a cluster that cannot take the search writes nothing
-            notes.append(cluster.init_ray(setup.dispatch))
-            slots = cluster.concurrency(setup.dispatch)
-        except DispatchError as err:
-            if owned:
-                cluster.shutdown()
-            return _fail(err.as_flags(DISPATCH_FIELDS_TO_FLAGS))
-    try:
-        session_info = {"resume": todo.resume, "dispatch": setup.dispatch.to_dict()}
-        if todo.resume:
-            folder = RunFolder.load(todo.path)
-            folder.begin_session(session_info)
-            engine = Engine.from_state_dict(folder.engine_state())
-            done = engine_snapshot(engine)
-            notes.append(f"resumed: {done.finished} of {done.total} candidates done, "
-                         f"{engine.jobs_left()} runs to go ({len(engine.in_flight())} were in "
-                         f"flight and run again)")
-        else:
-            engine = Engine(setup.engine)
-            folder = RunFolder.create(todo.path, setup.to_config(), engine.state_dict(),
-                                      engine.rows(), ROW_COLUMNS, session_info)
-        eta = Eta(slots=slots)
-        if not setup.planted and not engine.finished:
-            notes += startup_lines(setup, engine.jobs_left(), slots, eta, probe_fn)
-        display = Display(stream, log=folder.log_event, eta=eta)
-        session = SearchSession(engine, folder, display, base=setup.train,
-                                min_interval_s=1.0 if setup.planted else 0.0)
-        session.save()  # on resume: population views rebuilt from the engine state
-        resume_hint = f"python search.py --resume {folder.path}"
-        try:
-            with display:
-                for note in notes:
-                    display.info(note)
-                if engine.finished:
-                    display.info("the search had already finished")
-                elif setup.planted:
-                    run_planted(session, setup.planted_target)
-                else:
-                    from search.runs.tuner import run_jobs
-
-                    run_jobs(session, setup.dispatch, folder.tune_dir, train_fn=train_fn)
-        except KeyboardInterrupt:
-            print(f"interrupted; continue with: {resume_hint}", file=display.stream)
-            return 130
-    finally:
-        if owned:
-            cluster.shutdown()
-    if not engine.finished:
-        print(f"stopped before the budget was spent; continue with: {resume_hint}",
-              file=display.stream)
-        return 130
-    lines = [f"done: {folder.path}", *best_lines(engine.rows()),
-             f"report: python search.py report {folder.path}"]
-    print("\n".join(lines), file=display.stream, flush=True)
-    return 0
-
-
-def startup_lines(setup: SearchSetup, runs: int, slots: int, eta: Any, probe_fn: Any) -> list[str]:
-    """What the search starts, and how long it will take by a probe of its training config
-    on a worker of this cluster (sets ``eta.run_s``)."""
-    from search.runs.display import clock
-    from search.runs.probe import probe_runs
-
-    t, e = setup.train, setup.engine
-    net = (f"{t.encoder_type} {t.encoder_hidden_size}x{t.num_layers}" if not t.from_pixels
-           else f"pixels {t.image_size}px")
-    elites = e.elite_reevals * e.seeds_per_candidate
-    lines = [f"search: {e.budget} genomes x {e.seeds_per_candidate} seed(s) = "
-             f"{e.budget * e.seeds_per_candidate} training runs"
-             + (f" + {elites} elite re-runs" if elites else "")
-             + f", each {t.num_train_steps} env steps ({t.agent_steps} agent steps) of {t.agent} on "
-             f"{t.task} ({net}, batch {t.batch_size}, hidden {t.hidden_dim}), {slots} at a time"]
-    (times,), how = probe_runs([t.replace(seed=1)], setup.dispatch, probe_fn=probe_fn)
-    eta.run_s = run_s = None if times is None else times.run_seconds(t)
-    if run_s is None:
-        return lines + [f"{how}; no estimate until runs finish"]
-    return lines + [f"{how} -> about {clock(run_s)} a run; {runs} runs to go: about "
-                    f"{clock(eta.seconds_left(runs))}"]
-
-
-def _fail(err: Exception) -> int:
-    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if not message.startswith("search.py"):
-        message = f"search.py: error: {message}"
-    print(message, file=sys.stderr)
-    return 2
 
 
 def _report(argv: list[str]) -> int:
@@ -294,5 +205,5 @@ def _report(argv: list[str]) -> int:
         from search.report.search_report import write_report
         write_report(args.run, top_k=args.top)
     except (ValueError, OSError) as err:  # ReportError is a ValueError
-        return _fail(err)
+        return fail(err)
     return 0

@@ -11,7 +11,11 @@ from typing import Iterable
 
 from spaces import NAMED_LOSSES, Genome, GenomeError, build_error, named
 
-BASELINES = {"sac": ("SAC", "pixel_sac"), "curl": ("CURL", "curl_sac")}
+# name -> (label, agent, encoder override): SAC and CURL with the evaluation's encoder, and
+# plain state SAC (the released --encoder_type identity: the state straight into actor and
+# critic), the baseline a vector search is judged against.
+BASELINES = {"sac": ("SAC", "pixel_sac", None), "curl": ("CURL", "curl_sac", None),
+             "state-sac": ("SAC-state", "pixel_sac", "identity")}
 
 
 class EvalError(ValueError):
@@ -22,18 +26,22 @@ class EvalError(ValueError):
 class Loss:
     """One thing to evaluate: an auxiliary loss (auxi_sac + genome) or a baseline agent."""
 
-    label: str                 # "a2-winner", "top1-<id>", "genome-<id>", "SAC", "CURL"
+    label: str                 # "a2-winner", "top1-<id>", "genome-<id>", "SAC", "CURL", "SAC-state"
     agent: str                 # auxi_sac | pixel_sac | curl_sac
     genome: Genome | None      # None for baselines
     origin: str                # where it came from, for the report
+    encoder: str | None = None # replaces the evaluation's --encoder_type (SAC-state: identity)
 
     @property
     def is_baseline(self) -> bool:
         return self.genome is None
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "agent": self.agent, "origin": self.origin,
-                "genome": str(self.genome) if self.genome else None}
+        out = {"label": self.label, "agent": self.agent, "origin": self.origin,
+               "genome": str(self.genome) if self.genome else None}
+        if self.encoder:
+            out["encoder"] = self.encoder
+        return out
 
 
 def _name_of(genome: Genome) -> str | None:
@@ -98,7 +106,7 @@ def top_losses(search_dir: str | os.PathLike, top: int) -> list[Loss]:
 
 
 def baseline_losses(spec: str) -> list[Loss]:
-    """``"sac,curl"`` (default), ``"sac"``, ``"none"``."""
+    """``"sac,curl"`` (default), ``"sac"``, ``"state-sac"``, ``"none"``."""
     names = [n.strip().lower() for n in spec.split(",") if n.strip()]
     if names == ["none"]:
         return []
@@ -106,4 +114,5 @@ def baseline_losses(spec: str) -> list[Loss]:
     if unknown or not names:
         raise EvalError(f"--baselines: unknown baseline {(', '.join(unknown) or spec)!r} "
                         f"(expected a comma list of {', '.join(BASELINES)}, or none)")
-    return [Loss(BASELINES[n][0], BASELINES[n][1], None, "baseline") for n in dict.fromkeys(names)]
+    return [Loss(BASELINES[n][0], BASELINES[n][1], None, "baseline", BASELINES[n][2])
+            for n in dict.fromkeys(names)]

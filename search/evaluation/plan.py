@@ -68,8 +68,8 @@ def build_plan(losses: Sequence[Loss], tasks: Sequence[str], seeds: Sequence[int
 
     unique: dict[str, Loss] = {}
     for loss in losses:
-        same = next((u for u in unique.values() if u.agent == loss.agent and
-                     str(u.genome) == str(loss.genome)), None)
+        same = next((u for u in unique.values() if u.agent == loss.agent and u.encoder ==
+                     loss.encoder and str(u.genome) == str(loss.genome)), None)
         if same is None and loss.label not in unique:
             unique[loss.label] = loss
         else:
@@ -89,6 +89,8 @@ def build_plan(losses: Sequence[Loss], tasks: Sequence[str], seeds: Sequence[int
                            "seed": seed}
                 if loss.genome is not None:
                     changes["genome"] = loss.genome
+                if loss.encoder is not None:
+                    changes["encoder_type"] = loss.encoder
                 config = resolve(base.replace(**changes))  # ValueError naming the flag
                 runs.append(RunSpec(f"{loss.label}__{task}__s{seed}", loss.label, loss.agent,
                                     task, seed, config))

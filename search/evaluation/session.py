@@ -56,6 +56,9 @@ class EvalSession:
             event += f" (not shipped back, too large: {', '.join(outcome.dropped)})"
         self.display.update(self.snapshot(), event, important=record["status"] != "done")
 
+    def at_checkpoint(self, job: Job, env_step: int, aulc: float) -> bool:
+        return True  # evaluation runs are never stopped (and report no rungs)
+
     def retrying(self, job: Job, attempt: int, error: str) -> None:
         self.display.update(self.snapshot(), f"retrying {job.key} (attempt {attempt}): {error}",
                             important=True)

@@ -1,10 +1,12 @@
 """The evolution engine: ask for a trial, tell its score; plain Python, its own seeded RNG.
 
 The driver loop lives outside (Ray Tune in search/runs/tuner.py, a plain loop for the
-planted benchmark in search/evolution/planted.py). The engine decides what to train next, keeps
-the budget, refuses children the loss-rejection protocol refuses and genomes already
-trained (SPEC section 4), averages a genome's seeds, and saves/restores its whole state
-as JSON, in-flight trials included.
+planted benchmark in search/evolution/planted.py). The engine decides what to train next,
+keeps the budget, refuses children the loss-rejection protocol refuses and genomes already
+trained (SPEC section 4), says at each rung whether a candidate goes on
+(:meth:`Engine.at_checkpoint`), gives a candidate that reaches the top its finalist seeds,
+averages a genome's seeds, and saves/restores its whole state as JSON, in-flight trials
+and rung records included.
 """
 from __future__ import annotations
 
@@ -12,65 +14,18 @@ import dataclasses
 import random
 from typing import Any
 
-from spaces import Genome, reject_reason
-from search.evolution.operators import OPERATORS, choose_operator, genome_from_text, random_genome, vary
+from spaces import reject_reason
+from search.evolution.config import EngineConfig
+from search.evolution.operators import choose_operator, genome_from_text, random_genome, vary
 from search.evolution.records import (ROW_COLUMNS, STATUSES, Candidate, GenomeRecord, Trial, make_result,
-                            make_row)
+                                      make_row)
+from search.evolution.rungs import Rungs
 from search.evolution.strategies import STRATEGIES, Slot
 
 __all__ = ["EngineConfig", "Candidate", "Trial", "Engine", "ROW_COLUMNS", "STATUSES"]
 
 SEED_RANGE = 2**31 - 1
-
-
-@dataclasses.dataclass(frozen=True)
-class EngineConfig:
-    strategy: str = "generational"        # "generational" | "steady" | "random"
-    population: int = 100
-    budget: int = 100                     # distinct genomes to train
-    seeds_per_candidate: int = 1
-    elite_reevals: int = 0                # after the budget: top-N re-run on fresh seeds
-    survivor_fraction: float = 0.25
-    tournament: int = 5                   # steady: tournament size
-    # Relative operator rates (normalised when drawn), tuned on the planted benchmark.
-    p_bitflip: float = 0.45
-    p_crossover: float = 0.3
-    p_horizon: float = 0.1
-    p_metric: float = 0.1
-    p_fresh: float = 0.05
-    seed_losses: tuple[str, ...] = ()     # named losses or canonical genomes, first in the initial population
-    seed: int = 0
-    init_density: float = 0.3             # chance of each mask bit in a random genome
-    max_attempts: int = 100               # refused children in a row before a fresh random genome
-
-    def __post_init__(self) -> None:
-        def bad(name: str, want: str) -> ValueError:
-            return ValueError(f"{name}: expected {want}, got {getattr(self, name)!r}")
-
-        if self.strategy not in STRATEGIES:
-            raise bad("strategy", f"one of {', '.join(STRATEGIES)}")
-        for name, low in (("population", 2), ("budget", 1), ("seeds_per_candidate", 1),
-                          ("elite_reevals", 0), ("tournament", 1), ("max_attempts", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise bad(name, f"an integer >= {low}")
-        if not 0 < self.survivor_fraction < 1:
-            raise bad("survivor_fraction", "a number in (0, 1)")
-        if not 0 < self.init_density <= 1:
-            raise bad("init_density", "a number in (0, 1]")
-        if any(not rate >= 0 for rate in self.rates.values()) or sum(self.rates.values()) <= 0:
-            raise ValueError(f"operator rates: expected numbers >= 0, not all 0, got {self.rates}")
-        object.__setattr__(self, "seed_losses", tuple(self.seed_losses))
-        if len(self.seed_losses) > self.population:
-            raise bad("seed_losses", f"at most population={self.population} losses")
-        for text in self.seed_losses:
-            genome_from_text(text)  # raises GenomeError (a ValueError), one line
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise bad("seed", "an integer")
-
-    @property
-    def rates(self) -> dict[str, float]:
-        return {name: getattr(self, f"p_{name}") for name in OPERATORS}
+FORMAT = 2   # of the state: 2 added rungs and finalist seeds (and dropped elite re-runs)
 
 
 class Engine:
@@ -87,50 +42,65 @@ class Engine:
         self._in_flight: dict[str, Trial] = {}         # handed out, not yet told (issue order)
         self._requeue: list[str] = []                  # in flight when restored: handed out again first
         self._seeds_used = 0                           # seed losses consumed
-        self._elites_issued = False
+        self._rungs = Rungs(config.rungs, config.reduction)
 
     # ------------------------------------------------------------------ ask/tell
     def ask(self) -> Trial | None:
         """The next trial to run, or None: wait for results (generation barrier, steady
-        search before anything is evaluated, elites before the last result) or finished."""
+        search before anything is evaluated, the last results) or finished."""
         if self._requeue:
             return self._in_flight[self._requeue.pop(0)]
         if self._pending:
             trial = self._pending.pop(0)
             self._in_flight[trial.key] = trial
             return trial
-        outstanding = len(self._in_flight)
         if self.trained < self.config.budget:
-            slot = self._strategy.slot(self.trained, outstanding, self._records)
+            slot = self._strategy.slot(self.trained, len(self._in_flight), self._records)
             if slot is None:
                 return None
             self._register(self._propose(slot))
             return self.ask()
-        if outstanding or self._elites_issued:
-            return None
-        self._issue_elites()
-        return self.ask() if self._pending else None
+        return None
+
+    def at_checkpoint(self, key: str, env_step: int, aulc: float) -> bool:
+        """A candidate trial's AULC so far at an evaluation: recorded at a rung, and False
+        when it is to be stopped there (only a stoppable trial ever is)."""
+        trial = self._in_flight.get(key)
+        if trial is None or trial.kind != "candidate" or env_step not in self._rungs.values:
+            return True
+        if not trial.stoppable:
+            self._rungs.record(key, env_step, aulc)
+            return True
+        return self._rungs.keep(key, env_step, aulc)
 
     def tell(self, key: str, fitness: float | None, *, final_return: float | None = None,
              error: str | None = None, wall_s: float | None = None, worker: str | None = None,
-             steps: int | None = None) -> None:
-        """Record one trial's result. ``fitness=None`` (or non-finite) means the seed failed."""
+             steps: int | None = None, stopped_at: int | None = None) -> None:
+        """Record one trial's result. ``fitness=None`` (or non-finite) means the seed failed;
+        ``stopped_at``: it was stopped at that rung, and ``fitness`` is its AULC there."""
         trial = self._in_flight.pop(key, None)
         if trial is None:
             raise ValueError(f"tell: no trial {key!r} is in flight")
         if key in self._requeue:
             self._requeue.remove(key)
+        if stopped_at is not None and not trial.stoppable:
+            raise ValueError(f"tell: {key} was stopped at {stopped_at}, but it may not be stopped")
         record = self._records[trial.candidate.id]
-        record.results[trial.seed] = make_result(fitness, final_return, error, wall_s, worker, steps)
-        if trial.kind == "candidate" and record.complete:
+        record.results[trial.seed] = make_result(fitness, final_return, error, wall_s, worker,
+                                                 steps, stopped_at)
+        if trial.kind == "candidate" and record.reached_top and self.config.finalist_seeds and \
+                "finalist" not in record.seeds.values():
+            seeds = self._draw_seeds(self.config.finalist_seeds, set(record.seeds))
+            record.seeds.update(dict.fromkeys(seeds, "finalist"))
+            # first in line: the genome counts for selection only once they are told
+            self._pending[:0] = [self._trial(record, s) for s in seeds]
+        if record.complete:
             self._strategy.on_complete(trial.candidate.id, self._records)
 
     @property
     def finished(self) -> bool:
-        """Budget trained, elites re-evaluated, nothing in flight."""
-        elites_done = self._elites_issued or self.config.elite_reevals == 0
-        return (self.trained >= self.config.budget and elites_done
-                and not self._pending and not self._in_flight)
+        """Budget trained (finalist seeds included), nothing in flight."""
+        return self.trained >= self.config.budget and not self._pending and not self._in_flight
 
     def in_flight(self) -> list[Trial]:
         return list(self._in_flight.values())
@@ -141,12 +111,25 @@ class Engine:
 
     def jobs_left(self) -> int:
         """Trials not handed out yet, by the budget: the ETA's count (those in flight when
-        the engine was restored are handed out again, so they count too)."""
-        per = self.config.seeds_per_candidate
-        left = (self.config.budget - self.trained) * per + len(self._pending) + len(self._requeue)
-        if not self._elites_issued:
-            left += self.config.elite_reevals * per
-        return left
+        the engine was restored are handed out again, so they count too). The finalist seeds
+        of genomes not yet trained are estimated: every first-generation genome reaches the
+        top, a later one with chance (1/reduction)^rungs."""
+        c = self.config
+        born, first = self.trained, c.population
+        to_come = c.budget - born
+        first_to_come = max(0, min(first, c.budget) - born)
+        finalists = first_to_come + (to_come - first_to_come) * (1 / c.reduction) ** len(c.rungs)
+        return round(to_come * c.seeds_per_candidate + finalists * c.finalist_seeds
+                     + len(self._pending) + len(self._requeue))
+
+    def records(self) -> list[GenomeRecord]:
+        """The trained genomes, in birth order (read only)."""
+        return list(self._records.values())
+
+    @property
+    def rung_values(self) -> dict[int, dict[str, float]]:
+        """Rung step -> trial key -> AULC so far there (read only)."""
+        return {step: dict(values) for step, values in self._rungs.values.items()}
 
     @property
     def trained(self) -> int:
@@ -200,16 +183,6 @@ class Engine:
         self._strategy.on_born(candidate.id, self._records)
         self._pending += [self._trial(record, s) for s in seeds]
 
-    def _issue_elites(self) -> None:
-        """After the budget: the top-N genomes, each on fresh seeds (not counted)."""
-        self._elites_issued = True
-        ranked = sorted((r for r in self._records.values() if r.fitness is not None),
-                        key=lambda r: (-r.rank_key, r.birth))
-        for record in ranked[:self.config.elite_reevals]:
-            seeds = self._draw_seeds(self.config.seeds_per_candidate, set(record.seeds))
-            record.seeds.update(dict.fromkeys(seeds, "elite_reeval"))
-            self._pending += [self._trial(record, s) for s in seeds]
-
     def _draw_seeds(self, n: int, used: set[int]) -> list[int]:
         seeds: list[int] = []
         while len(seeds) < n:
@@ -218,9 +191,13 @@ class Engine:
                 seeds.append(seed)
         return seeds
 
-    @staticmethod
-    def _trial(record: GenomeRecord, seed: int) -> Trial:
-        return Trial(f"{record.candidate.id}-s{seed}", record.candidate, seed, record.seeds[seed])
+    def _trial(self, record: GenomeRecord, seed: int) -> Trial:
+        kind = record.seeds[seed]
+        # The first `population` genomes (the first generation) train to the top unstopped:
+        # their curves say where rungs may be (the report's per-rung Spearman figures).
+        stoppable = (bool(self.config.rungs) and kind == "candidate"
+                     and record.birth >= self.config.population)
+        return Trial(f"{record.candidate.id}-s{seed}", record.candidate, seed, kind, stoppable)
 
     # ------------------------------------------------------------------ reports
     def rows(self) -> list[dict[str, Any]]:
@@ -241,8 +218,8 @@ class Engine:
 
     def progress(self) -> dict[str, Any]:
         """Counts for a progress line (an addition to interfaces.md)."""
-        best = max((r for r in self._records.values() if r.fitness is not None),
-                   key=lambda r: r.rank_key, default=None)
+        best = min((r for r in self._records.values() if r.fitness is not None),
+                   key=lambda r: r.order, default=None)
         refused = [kind for kind, *_ in self._rows if kind != "genome"]
         return {"trained": self.trained, "budget": self.config.budget,
                 "generation": max((r.candidate.generation for r in self._records.values()), default=0),
@@ -266,21 +243,23 @@ class Engine:
                 return [kind, rest[0]]
             return [kind, rest[0].to_dict(), rest[1]]
 
-        return {"format": 1, "config": dataclasses.asdict(self.config),
+        return {"format": FORMAT, "config": dataclasses.asdict(self.config),
                 "rng": [version, list(internal), gauss],
                 "records": [r.to_dict() for r in self._records.values()],
                 "rows": [row(e) for e in self._rows],
                 "pending": [trial(t) for t in self._pending],
                 "in_flight": [trial(t) for t in self._in_flight.values()],
-                "seeds_used": self._seeds_used, "elites_issued": self._elites_issued,
+                "seeds_used": self._seeds_used, "rungs": self._rungs.state_dict(),
                 "strategy": self._strategy.state_dict()}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> "Engine":
-        """Continue a saved run; trials that were in flight are handed out again first."""
-        if state.get("format") != 1:
-            raise ValueError(f"its format is {state.get('format')!r}, this code reads format 1")
-        engine = cls(EngineConfig(**state["config"]))
+        """Continue a saved run; trials that were in flight are handed out again first.
+        Format 1 (before rungs and finalist seeds) reads as a search with neither."""
+        if state.get("format") not in (1, FORMAT):
+            raise ValueError(f"its format is {state.get('format')!r}, this code reads formats "
+                             f"1 and {FORMAT}")
+        engine = cls(EngineConfig.from_dict(state["config"]))
         version, internal, gauss = state["rng"]
         engine._rng.setstate((version, tuple(internal), gauss))
         for data in state["records"]:
@@ -289,7 +268,7 @@ class Engine:
 
         def trial(data: dict[str, Any]) -> Trial:
             record = engine._records[data["id"]]
-            return Trial(data["key"], record.candidate, int(data["seed"]), data["kind"])
+            return engine._trial(record, int(data["seed"]))
 
         for kind, *rest in state["rows"]:
             engine._rows.append((kind, rest[0]) if kind == "genome"
@@ -298,7 +277,7 @@ class Engine:
         engine._in_flight = {t["key"]: trial(t) for t in state["in_flight"]}
         engine._requeue = list(engine._in_flight)
         engine._seeds_used = int(state["seeds_used"])
-        engine._elites_issued = bool(state["elites_issued"])
+        engine._rungs.load_state_dict(state.get("rungs", {}))
         engine._strategy.load_state_dict(state["strategy"])
         return engine
 

@@ -69,7 +69,7 @@ class Generational(Strategy):
         if len(self.members) >= self.population:
             if outstanding:
                 return None
-            ranked = sorted(self.members, key=lambda i: (-records[i].rank_key, records[i].birth))
+            ranked = sorted(self.members, key=lambda i: (*records[i].order, records[i].birth))
             self.survivors = ranked[:self.n_survivors]
             self.members = list(self.survivors)
             self.generation += 1
@@ -118,7 +118,7 @@ class Steady(Strategy):
             for _ in range(n):
                 pool = [i for i in alive if i not in chosen] or alive
                 contenders = rng.sample(pool, min(self.tournament, len(pool)))
-                chosen.append(max(contenders, key=lambda i: records[i].rank_key))
+                chosen.append(min(contenders, key=lambda i: records[i].order))
             return chosen
 
         return Slot(generation, pick, len(alive))

@@ -51,6 +51,8 @@ PAPER: dict[str, dict[int, dict[str, tuple[float, float]]]] = {
 
 def paper_name(loss: dict) -> str | None:
     """Which paper column a loss is: by agent for baselines, by genome for A2-winner."""
+    if loss.get("encoder"):  # e.g. SAC on states (identity encoder): not a paper column
+        return None
     if loss["agent"] == "curl_sac":
         return "CURL"
     if loss["agent"] == "pixel_sac":

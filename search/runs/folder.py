@@ -32,7 +32,7 @@ from rl.run_dir import atomic_write_bytes, atomic_write_json, atomic_write_text
 FORMAT = "a2ls-search-run/1"
 # Parts of config.json that define a search: another value is another run. Dispatch
 # settings (address, CPUs per candidate, ...) may change between sessions of one run.
-DEFINING = ("fitness", "search", "train")
+DEFINING = ("fitness", "search", "train", "verdict")
 CURVE_COLUMNS = ("id", "seed", "env_step", "return")
 
 
@@ -220,9 +220,9 @@ def _arrow_type(column: str, values: list[Any]):
     """Stable column types even when every value is still None (e.g. no failures yet)."""
     import pyarrow as pa
 
-    if column in ("fitness", "final_return", "wall_s"):
+    if column in ("fitness", "fitness_se", "final_return", "wall_s"):
         return pa.float64()
-    if column in ("auxi_pred_horizon", "generation", "steps"):
+    if column in ("auxi_pred_horizon", "generation", "steps", "stopped_at"):
         return pa.int64()
     if column == "penalize_negative":
         return pa.bool_()

@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from rl.config import TrainConfig
 
@@ -31,14 +31,18 @@ class Job:
     key: str
     config: TrainConfig          # resolved, seed and genome set
     keep_files: bool = False     # ship the run's own folder back (evaluations), or only scores
+    rungs: tuple[int, ...] = ()  # env steps where the trial reports its AULC so far (a
+                                 # scheduler may stop it there; search/runs/tuner.py)
 
     def params(self) -> dict[str, Any]:
         """What the Tune trial receives (JSON-safe)."""
-        return {"key": self.key, "train": self.config.to_dict(), "keep_files": self.keep_files}
+        return {"key": self.key, "train": self.config.to_dict(), "keep_files": self.keep_files,
+                "rungs": list(self.rungs)}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "Job":
-        return cls(params["key"], TrainConfig.from_dict(params["train"]), bool(params["keep_files"]))
+        return cls(params["key"], TrainConfig.from_dict(params["train"]), bool(params["keep_files"]),
+                   tuple(int(r) for r in params.get("rungs", ())))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +62,8 @@ class Outcome:
     attempts: int = 1
     files: Mapping[str, bytes] = dataclasses.field(default_factory=dict)
     dropped: tuple[str, ...] = ()         # files too large to ship back
+    final: bool = True                    # False: a report at a rung (the run went on or was stopped)
+    stopped: bool = False                 # stopped at a rung by the scheduler (``steps`` = the rung)
 
     @property
     def fitness(self) -> float | None:
@@ -80,7 +86,8 @@ class Outcome:
                    curve=tuple((int(s), float(r)) for s, r in json.loads(m.get("curve") or "[]")),
                    failed=failed, wall_s=_float(m.get("wall_s")), train_s=_float(m.get("train_s")),
                    worker=m.get("worker"), steps=_int(m.get("steps")), attempts=attempts,
-                   files=files, dropped=tuple(json.loads(m.get("dropped") or "[]")))
+                   files=files, dropped=tuple(json.loads(m.get("dropped") or "[]")),
+                   final=bool(m.get("final", True)))
 
 
 def _float(x: Any) -> float | None:
@@ -133,15 +140,25 @@ def pack_files(folder: Path, limit: int = MAX_FILE_BYTES) -> tuple[dict[str, str
 
 def report_metrics(result: Any, started: float, files: dict[str, str] | None = None,
                    dropped: list[str] | None = None) -> dict[str, Any]:
-    """The metrics a trial reports to Tune: flat and JSON-friendly (curve and files as
-    strings, since Tune flattens nested dicts)."""
+    """The metrics a trial reports to Tune at its end: flat and JSON-friendly (curve and
+    files as strings, since Tune flattens nested dicts)."""
     curve = [list(p) for p in result.curve]
     return {"approx_aulc": float(result.approx_aulc), "final_return": float(result.final_return),
             "failed": result.failed or "", "curve": json.dumps(curve),
             "train_s": float(result.train_s), "wall_s": time.time() - started,
             "worker": worker_name(),
             "steps": int(getattr(result, "env_steps", 0) or (curve[-1][0] if curve else 0)),
-            "files": json.dumps(files or {}), "dropped": json.dumps(dropped or [])}
+            "files": json.dumps(files or {}), "dropped": json.dumps(dropped or []), "final": True}
+
+
+def rung_metrics(curve: Sequence[Sequence[float]], started: float) -> dict[str, Any]:
+    """What a trial reports at a rung: its curve so far and the approximate AULC of it (the
+    mean evaluation return over its checkpoints so far, SPEC section 4)."""
+    returns = [float(r) for _, r in curve]
+    return {"approx_aulc": sum(returns) / len(returns), "final_return": returns[-1],
+            "failed": "", "curve": json.dumps([list(p) for p in curve]), "train_s": None,
+            "wall_s": time.time() - started, "worker": worker_name(),
+            "steps": int(curve[-1][0]), "files": "{}", "dropped": "[]", "final": False}
 
 
 def execute(params: Mapping[str, Any], *, threads: int, use_gpu: bool, train_fn: TrainFn | None,
@@ -154,12 +171,19 @@ def execute(params: Mapping[str, Any], *, threads: int, use_gpu: bool, train_fn:
     config = job.config
     if not use_gpu and config.device == "auto":
         config = config.replace(device="cpu")  # Ray gave this trial no GPU: do not take one
+    options: dict[str, Any] = {"threads": threads, "seed": config.seed}
+    if job.rungs:
+        def at_checkpoint(curve: Sequence[Sequence[float]]) -> None:
+            if curve and curve[-1][0] in job.rungs:
+                report(rung_metrics(curve, started))  # a stopped trial ends in here
+
+        options["on_checkpoint"] = at_checkpoint
     if not job.keep_files:
-        result = train_fn(config, None, threads=threads, seed=config.seed)
+        result = train_fn(config, None, **options)
         report(report_metrics(result, started))
         return
     with tempfile.TemporaryDirectory(prefix="a2ls-run-") as tmp:
-        result = train_fn(config, Path(tmp) / "run", threads=threads, seed=config.seed)
+        result = train_fn(config, Path(tmp) / "run", **options)
         folder = Path(tmp) / "run"
         files, dropped = pack_files(folder) if folder.is_dir() else ({}, [])
     report(report_metrics(result, started, files, dropped))

@@ -27,12 +27,12 @@ def engine_snapshot(engine: Engine) -> Snapshot:
     best = max((r for r in rows if r["status"] == "trained" and r["fitness"] is not None),
                key=lambda r: r["fitness"], default=None)
     best_text = "best -" if best is None else f"best {best['fitness']:.4g} ({best['genome']})"
-    trained, failed = statuses.count("trained"), statuses.count("failed")
+    trained, failed, stopped = (statuses.count(s) for s in ("trained", "failed", "stopped"))
     rejected = statuses.count("rejected") + statuses.count("duplicate")
-    return Snapshot(finished=trained + failed, total=engine.config.budget,
+    extra = ((f"stopped {stopped}",) if engine.config.rungs else ()) + (f"rejected {rejected}", best_text)
+    return Snapshot(finished=trained + failed + stopped, total=engine.config.budget,
                     running=engine.running(), failed=failed,
-                    jobs_left=engine.jobs_left(), noun="candidates",
-                    extra=(f"rejected {rejected}", best_text))
+                    jobs_left=engine.jobs_left(), noun="candidates", extra=extra)
 
 
 class SearchSession:
@@ -70,7 +70,11 @@ class SearchSession:
         assert self.base is not None, "a training search needs the base TrainConfig"
         self._trials[trial.key] = trial
         config = self.base.replace(genome=trial.candidate.genome, seed=trial.seed)
-        return Job(trial.key, config)
+        rungs = self.engine.config.rungs if trial.kind == "candidate" else ()
+        return Job(trial.key, config, rungs=rungs)
+
+    def at_checkpoint(self, job: Job, env_step: int, aulc: float) -> bool:
+        return self.engine.at_checkpoint(job.key, env_step, aulc)
 
     def started(self, job: Job) -> None:
         self.display.eta.started(job.key)
@@ -90,15 +94,19 @@ class SearchSession:
             self.folder.put_curve(trial.candidate.id, trial.seed, outcome.curve)
         self.engine.tell(trial.key, outcome.fitness, final_return=outcome.final_return,
                          error=outcome.problem, wall_s=outcome.wall_s, worker=outcome.worker,
-                         steps=outcome.steps)
+                         steps=outcome.steps, stopped_at=outcome.steps if outcome.stopped else None)
         self.save()
         driver_s = self.display.eta.finished(trial.key)
         self.timings.append({"key": trial.key, "driver_s": driver_s, "train_s": outcome.train_s,
                              "wall_s": outcome.wall_s, "error": outcome.problem})
         c = trial.candidate
         where = f"gen {c.generation}, {c.operator}" + (f" of {';'.join(c.parents)}" if c.parents else "")
-        if outcome.problem is None:
-            event = f"{c.id} seed {trial.seed}: fitness {outcome.fitness:.4g} ({where}, {short_worker(outcome.worker)})"
+        if outcome.problem is None and outcome.stopped:
+            event = (f"{c.id} seed {trial.seed}: stopped at {outcome.steps} env steps, AULC "
+                     f"{outcome.fitness:.4g} there ({where}, {short_worker(outcome.worker)})")
+        elif outcome.problem is None:
+            event = (f"{c.id} seed {trial.seed}{' (finalist)' if trial.kind == 'finalist' else ''}: "
+                     f"fitness {outcome.fitness:.4g} ({where}, {short_worker(outcome.worker)})")
         else:
             event = f"FAILED {c.id} seed {trial.seed}: {outcome.problem} ({where})"
         self.display.update(self.snapshot(force=outcome.problem is not None), event,

@@ -15,11 +15,13 @@ that diverges is not a crash: it is reported with ``failed`` set, and not retrie
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from ray import tune
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from search.runs.cluster import concurrency
@@ -46,6 +48,9 @@ class JobSource(Protocol):
     def retrying(self, job: Job, attempt: int, error: str) -> None:
         """``job`` crashed; Tune runs it again (``attempt`` = the attempt coming)."""
 
+    def at_checkpoint(self, job: Job, env_step: int, aulc: float) -> bool:
+        """``job`` reached one of its rungs with this AULC so far: go on (True) or stop."""
+
 
 class JobSearcher(Searcher):
     """A JobSource as a Tune searcher: ``suggest`` = ``next_job``, completion = ``record``."""
@@ -55,11 +60,26 @@ class JobSearcher(Searcher):
         self.source = source
         self.live: dict[str, Job] = {}           # Tune trial id -> job
         self.tune_trials: dict[str, Any] = {}    # Tune trial id -> Tune Trial (its error file)
+        self.stopped: set[str] = set()           # trial ids the RungScheduler stopped
+        self.crashed: BaseException | None = None  # what the source raised (Tune would swallow it)
+
+    def guarded(self, call: Callable, *args: Any) -> Any:
+        """Call the source; an exception it raises stops the whole run (run_jobs raises it
+        again after Tune returns) instead of being lost in Tune's result handling."""
+        if self.crashed is not None:
+            return None
+        try:
+            return call(*args)
+        except BaseException as err:  # noqa: BLE001 (re-raised by run_jobs)
+            self.crashed = err
+            return None
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        if self.source.finished:
+        if self.crashed is not None or self.source.finished:
             return Searcher.FINISHED
-        job = self.source.next_job()
+        job = self.guarded(self.source.next_job)
+        if self.crashed is not None:
+            return Searcher.FINISHED
         if job is None:
             # Waiting (a generation barrier, the last results) is only safe while trials of
             # ours are live: with none, Tune would poll suggest() for 10 minutes.
@@ -69,7 +89,7 @@ class JobSearcher(Searcher):
                 raise RuntimeError("job source: waiting for results although no trial is running")
             return None
         self.live[trial_id] = job
-        self.source.started(job)
+        self.guarded(self.source.started, job)
         return job.params()
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
@@ -81,11 +101,14 @@ class JobSearcher(Searcher):
         failures = tune_trial.run_metadata.num_failures if tune_trial is not None else 0
         if error:  # every attempt failed
             message = error_text(tune_trial) + f" (after {max(1, failures)} attempts)"
-            self.source.record(job, Outcome(error=message, attempts=max(1, failures)))
-        elif result and "approx_aulc" in result:
-            self.source.record(job, Outcome.from_metrics(result, attempts=failures + 1))
-        # else: stopped before it reported (Tune interrupted): still to do for the source,
-        # and a resume runs it again.
+            self.guarded(self.source.record, job, Outcome(error=message, attempts=max(1, failures)))
+        elif result and "approx_aulc" in result and result.get("final", True):
+            self.guarded(self.source.record, job, Outcome.from_metrics(result, attempts=failures + 1))
+        elif result and trial_id in self.stopped:  # stopped at a rung: its last report
+            outcome = Outcome.from_metrics(result, attempts=failures + 1)
+            self.guarded(self.source.record, job, dataclasses.replace(outcome, stopped=True))
+        # else: ended before its last report, and not stopped by us (Tune interrupted):
+        # still to do for the source, and a resume runs it again.
 
     def error_of(self, trial_id: str) -> tuple[Job | None, str]:
         return self.live.get(trial_id), error_text(self.tune_trials.get(trial_id))
@@ -104,6 +127,28 @@ class JobSearcher(Searcher):
         self.__dict__.update(state, source=None, live={}, tune_trials={})
 
 
+class RungScheduler(FIFOScheduler):
+    """Tune's scheduler interface (called on each result), deciding with the source: a
+    trial's report at a rung goes to ``source.at_checkpoint``, and a False stops it there.
+    The rung records live in the source (the engine's state), not here, so a resumed
+    search decides as the killed one would have."""
+
+    def __init__(self, searcher: JobSearcher) -> None:
+        super().__init__()
+        self.searcher = searcher
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        job = self.searcher.live.get(trial.trial_id)
+        if job is None or result.get("final", True):
+            return TrialScheduler.CONTINUE
+        keep = self.searcher.guarded(self.searcher.source.at_checkpoint, job,
+                                     int(result["steps"]), float(result["approx_aulc"]))
+        if keep or self.searcher.crashed is not None:
+            return TrialScheduler.CONTINUE
+        self.searcher.stopped.add(trial.trial_id)
+        return TrialScheduler.STOP
+
+
 class TrialEvents(tune.Callback):
     """Hands Tune's Trial objects to the searcher (for error files) and shows retries."""
 
@@ -117,7 +162,8 @@ class TrialEvents(tune.Callback):
         self.searcher.tune_trials[trial.trial_id] = trial
         job, message = self.searcher.error_of(trial.trial_id)
         if job is not None:
-            self.searcher.source.retrying(job, trial.run_metadata.num_failures + 1, message)
+            self.searcher.guarded(self.searcher.source.retrying, job,
+                                  trial.run_metadata.num_failures + 1, message)
 
     def __getstate__(self) -> dict:
         return {}
@@ -157,12 +203,12 @@ def make_trainable(dispatch: DispatchConfig, train_fn: TrainFn | None = None) ->
 
 
 def run_jobs(source: JobSource, dispatch: DispatchConfig, storage: Path, *,
-             train_fn: TrainFn | None = None, scheduler: Any = None,
-             name: str | None = None) -> None:
+             train_fn: TrainFn | None = None, name: str | None = None) -> None:
     """Run the source's jobs on the Ray instance this process is connected to, until the
     source is finished or Tune stops (Ctrl-C: the run folder holds what a resume needs)."""
     limit = concurrency(dispatch)  # also refuses trials the cluster cannot hold
     searcher = JobSearcher(source)
+    scheduler = RungScheduler(searcher)
     tuner = tune.Tuner(
         tune.with_resources(make_trainable(dispatch, train_fn), dispatch.resources),
         tune_config=tune.TuneConfig(
@@ -177,3 +223,5 @@ def run_jobs(source: JobSource, dispatch: DispatchConfig, storage: Path, *,
             callbacks=[TrialEvents(searcher)]),
     )
     tuner.fit()
+    if searcher.crashed is not None:
+        raise searcher.crashed

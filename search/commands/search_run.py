@@ -1,0 +1,217 @@
+"""Running a validated search: its two phases, each a set of Ray Tune trials.
+
+1. Selection: the engine's candidates (rungs, finalist seeds) until the budget is spent.
+2. Verdict: the top N genomes are named in ``verdict/names.json`` (before any held-out
+   result exists), then re-trained beside the references on fresh seeds; ``verdict/`` is
+   an evaluation run folder (search/evaluation/verdict.py).
+
+Both phases resume from the run folder: a resume continues whichever phase was running.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from search.commands.presets import SearchSetup
+from search.runs.config import DispatchError
+
+# DispatchConfig's fields by this command's flags, and back (for error messages).
+DISPATCH_FLAGS_TO_FIELDS = {"cpus_per_candidate": "cpus_per_trial",
+                            "gpus_per_candidate": "gpus_per_trial"}
+DISPATCH_FIELDS_TO_FLAGS = {v: k for k, v in DISPATCH_FLAGS_TO_FIELDS.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A validated command: what to run and where; nothing written yet."""
+
+    setup: SearchSetup
+    path: Path
+    resume: bool
+    notes: tuple[str, ...] = ()
+
+
+def fail(err: Exception) -> int:
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if not message.startswith("search.py"):
+        message = f"search.py: error: {message}"
+    print(message, file=sys.stderr)
+    return 2
+
+
+def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
+            stream: TextIO | None = None) -> int:
+    """Create or reopen the run folder and run the search through its phases.
+
+    Returns 0 when the search finished, 130 when it stopped early (resume it), 2 when the
+    Ray cluster cannot be joined or cannot hold one candidate (one line, nothing written).
+    ``train_fn``/``probe_fn`` replace rl.train.train and the start-up probe (tests only)."""
+    # Imported here: Ray Tune takes seconds to import, bad input should not wait for it.
+    from search.evolution.engine import ROW_COLUMNS, Engine
+    from search.runs import cluster
+    from search.runs.display import Display, Eta
+    from search.runs.folder import RunFolder
+    from search.runs.session import SearchSession, best_lines, engine_snapshot, run_planted
+
+    setup = todo.setup
+    notes = list(todo.notes)
+    slots = 1
+    owned = not setup.planted and not cluster.is_connected()  # else: left as found
+    if not setup.planted:
+        try:  # before the run folder: a cluster that cannot take the search writes nothing
+            notes.append(cluster.init_ray(setup.dispatch))
+            slots = cluster.concurrency(setup.dispatch)
+        except DispatchError as err:
+            if owned:
+                cluster.shutdown()
+            return fail(err.as_flags(DISPATCH_FIELDS_TO_FLAGS))
+    try:
+        session_info = {"resume": todo.resume, "dispatch": setup.dispatch.to_dict()}
+        if todo.resume:
+            folder = RunFolder.load(todo.path)
+            folder.begin_session(session_info)
+            engine = Engine.from_state_dict(folder.engine_state())
+            done = engine_snapshot(engine)
+            notes.append(f"resumed: {done.finished} of {done.total} candidates done, "
+                         f"{engine.jobs_left()} runs to go ({len(engine.in_flight())} were in "
+                         f"flight and run again)")
+        else:
+            engine = Engine(setup.engine)
+            folder = RunFolder.create(todo.path, setup.to_config(), engine.state_dict(),
+                                      engine.rows(), ROW_COLUMNS, session_info)
+        eta = Eta(slots=slots)
+        if not setup.planted:
+            notes += startup_lines(setup, engine, folder.path, slots, eta, probe_fn)
+        display = Display(stream, log=folder.log_event, eta=eta)
+        session = SearchSession(engine, folder, display, base=setup.train,
+                                min_interval_s=1.0 if setup.planted else 0.0)
+        session.save()  # on resume: population views rebuilt from the engine state
+        resume_hint = f"python search.py --resume {folder.path}"
+        try:
+            with display:
+                for note in notes:
+                    display.info(note)
+                if setup.planted:
+                    run_planted(session, setup.planted_target)
+                else:
+                    from search.runs.tuner import run_jobs
+
+                    if not engine.finished:
+                        run_jobs(session, setup.dispatch, folder.tune_dir, train_fn=train_fn)
+                    if engine.finished and setup.verdict.enabled:
+                        run_verdict(setup, engine, folder.path, display, train_fn=train_fn)
+        except KeyboardInterrupt:
+            print(f"interrupted; continue with: {resume_hint}", file=display.stream)
+            return 130
+    finally:
+        if owned:
+            cluster.shutdown()
+    if not engine.finished or not verdict_done(setup, folder.path):
+        print(f"stopped before the search was done; continue with: {resume_hint}",
+              file=display.stream)
+        return 130
+    lines = [f"done: {folder.path}", *best_lines(engine.rows())]
+    if setup.verdict.enabled:
+        lines.append(f"verdict: {folder.path / 'verdict'} (the report opens with it)")
+    lines.append(f"report: python search.py report {folder.path}")
+    print("\n".join(lines), file=display.stream, flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------- the verdict phase
+def verdict_done(setup: SearchSetup, run: Path) -> bool:
+    if not setup.verdict.enabled:
+        return True
+    from search.evaluation.folder import FINAL, load_records
+    from search.evaluation.verdict import VERDICT_DIR, read_names
+
+    named = read_names(run)
+    if named is None:
+        return False
+    if not named.winners:
+        return True  # nothing trained to name: no verdict (said at the time)
+    records = load_records(run / VERDICT_DIR)
+    expected = (len(named.winners) + len(setup.verdict.references)) * len(named.seeds)
+    return sum(r["status"] in FINAL for r in records.values()) >= expected
+
+
+def prepare_verdict(setup: SearchSetup, engine: Any, run: Path) -> tuple[Any, Any]:
+    """Name the winners (once: names.json is never rewritten) and write the verdict's
+    evaluation config; returns (names, plan)."""
+    from search.evaluation import folder as store
+    from search.evaluation.verdict import VERDICT_DIR, name_winners, read_names, verdict_plan, write_names
+
+    named = read_names(run)
+    if named is None:
+        named = name_winners(engine.records(), setup.verdict.top, setup.verdict.seeds,
+                             setup.engine.seed)
+        write_names(run, named)
+    if not named.winners:
+        return named, None
+    base = setup.train.replace(seed=-1)
+    plan = verdict_plan(named, base, setup.verdict.references)
+    folder = run / VERDICT_DIR
+    if not (folder / store.CONFIG_FILE).is_file():
+        store.write_config(folder, plan, ["search.py verdict", str(run)], setup.dispatch.to_dict())
+    return named, plan
+
+
+def run_verdict(setup: SearchSetup, engine: Any, run: Path, display: Any, *,
+                train_fn: Any = None) -> None:
+    from search.evaluation.session import EvalSession
+    from search.evaluation.verdict import VERDICT_DIR
+    from search.runs.display import Display, Eta
+    from search.runs.tuner import run_jobs
+
+    named, plan = prepare_verdict(setup, engine, run)
+    if not named.winners:
+        display.info("verdict: no genome finished with a fitness, so none was named; no verdict")
+        return
+    folder = run / VERDICT_DIR
+    winners = ", ".join(f"{w['id']} ({w['fitness']:.4g})" for w in named.winners)
+    phase = Display(display.stream, tty=display.tty, log=display.log,
+                    eta=Eta(run_s=display.eta.run_s, slots=display.eta.slots))
+    session = EvalSession(plan, folder, phase)
+    with phase:
+        phase.info(f"verdict: named {winners}; {len(plan.runs)} runs ({len(plan.losses)} losses x "
+                   f"{len(named.seeds)} held-out seeds {', '.join(map(str, named.seeds))}), "
+                   f"{len(session.todo)} to train, in {folder}")
+        if session.todo:
+            run_jobs(session, setup.dispatch, folder / "tune", train_fn=train_fn)
+
+
+# ---------------------------------------------------------------- start-up lines
+def startup_lines(setup: SearchSetup, engine: Any, run: Path, slots: int, eta: Any,
+                  probe_fn: Any) -> list[str]:
+    """What the search starts, phase by phase, and how long it will take by a probe of its
+    training config on a worker of this cluster (sets ``eta.run_s``)."""
+    from search.runs.display import clock
+    from search.runs.probe import probe_runs
+
+    t, e, v = setup.train, setup.engine, setup.verdict
+    net = (f"{t.encoder_type} {t.encoder_hidden_size}x{t.num_layers}" if not t.from_pixels
+           else f"pixels {t.image_size}px")
+    later = max(0, e.budget - e.population)
+    lines = [f"search: {t.agent} on {t.task} ({net}, batch {t.batch_size}, hidden {t.hidden_dim}), "
+             f"{t.num_train_steps} env steps a run at the top, {slots} runs at a time"]
+    if e.rungs:
+        lines.append(f"selection: {e.budget} genomes; the first {min(e.population, e.budget)} train to "
+                     f"the top, the {later} after them may stop at rungs "
+                     f"{', '.join(map(str, e.rungs))} (top 1/{e.reduction:g} go on); "
+                     f"{e.finalist_seeds} more seeds for each that reaches the top")
+    else:
+        lines.append(f"selection: {e.budget} genomes x {e.seeds_per_candidate} seed(s), to the top"
+                     + (f", {e.finalist_seeds} more seeds for each" if e.finalist_seeds else ""))
+    verdict_runs = (v.top + len(v.references)) * v.seeds if v.enabled else 0
+    if v.enabled:
+        lines.append(f"verdict: the top {v.top} named when the budget is spent, re-trained with "
+                     f"{', '.join(v.references)} on {v.seeds} held-out seeds: {verdict_runs} runs")
+    (times,), how = probe_runs([t.replace(seed=1)], setup.dispatch, probe_fn=probe_fn)
+    eta.run_s = run_s = None if times is None else times.run_seconds(t)
+    left = engine.jobs_left() + (verdict_runs if not verdict_done(setup, run) else 0)
+    if run_s is None:
+        return lines + [f"{how}; no estimate until runs finish"]
+    return lines + [f"{how} -> about {clock(run_s)} a full run; about {left} runs to go "
+                    f"(stopped ones count whole): about {clock(eta.seconds_left(left))}"]
