@@ -184,22 +184,112 @@ def test_fitness_is_mean_over_seeds_and_failures():
     assert engine.finished and engine.ask() is None
 
 
-def test_elite_reevals_run_top_genomes_on_fresh_seeds():
-    config = EngineConfig(population=6, budget=12, seeds_per_candidate=2, elite_reevals=3, seed=9)
+def test_finalists_get_more_seeds_and_count_for_selection_only_when_told():
+    config = EngineConfig(population=4, budget=8, finalist_seeds=2, seed=9)
     engine = Engine(config)
     asked = run_recording(engine, workers=2, fitness=FITNESS)
-    elites = [t for t in asked if t.kind == "elite_reeval"]
-    assert len(elites) == 6 and all(t.kind == "candidate" for t in asked[:-6])
-    first_seeds = collections.defaultdict(set)
-    for trial in asked[:-6]:
-        first_seeds[trial.candidate.id].add(trial.seed)
-    rows = [r for r in engine.rows() if r["status"] in TRAINED]
-    top = sorted(rows, key=lambda r: -r["fitness"])[:3]
-    assert {t.candidate.id for t in elites} == {r["id"] for r in top}
-    for trial in elites:
-        assert trial.seed not in first_seeds[trial.candidate.id]
-    assert all(len(r["seeds"].split(";")) == 4 for r in top)
-    assert sum(r["status"] in TRAINED for r in engine.rows()) == 12
+    by_genome = collections.defaultdict(list)
+    for trial in asked:
+        by_genome[trial.candidate.id].append(trial)
+    assert len(by_genome) == 8
+    for trials in by_genome.values():  # one candidate seed, then two finalist seeds, all fresh
+        assert [t.kind for t in trials] == ["candidate", "finalist", "finalist"]
+        assert len({t.seed for t in trials}) == 3 and not any(t.stoppable for t in trials)
+    # the second generation was born only once every seed of the first was told
+    first_child = next(i for i, t in enumerate(asked) if t.candidate.generation == 1)
+    first_gen_seeds = [i for i, t in enumerate(asked) if t.candidate.generation == 0]
+    assert max(first_gen_seeds) < first_child
+    row = next(r for r in engine.rows() if r["status"] == "trained")
+    scores = [FITNESS(by_genome[row["id"]][0].candidate.genome)] * 3
+    assert row["fitness"] == pytest.approx(scores[0]) and row["fitness_se"] == pytest.approx(0.0)
+
+
+def test_a_finalist_is_not_complete_until_its_seeds_are_told_and_its_fitness_is_their_mean():
+    engine = Engine(EngineConfig(population=2, budget=2, finalist_seeds=2, seed=1))
+    first, second = engine.ask(), engine.ask()
+    assert engine.ask() is None                        # the barrier: nothing more to give
+    engine.tell(first.key, 3.0)
+    extra = [engine.ask(), engine.ask()]               # handed out before anything else
+    assert [t.kind for t in extra] == ["finalist", "finalist"]
+    assert all(t.candidate.id == first.candidate.id for t in extra)
+    rows = {r["id"]: r for r in engine.rows()}
+    assert rows[first.candidate.id]["status"] == "running"
+    engine.tell(extra[0].key, 5.0)
+    engine.tell(extra[1].key, 7.0)
+    row = {r["id"]: r for r in engine.rows()}[first.candidate.id]
+    assert (row["status"], row["fitness"]) == ("trained", 5.0)
+    assert row["fitness_se"] == pytest.approx(2.0 / math.sqrt(3))   # std 2, n 3
+    engine.tell(second.key, None, error="diverged")    # a failed candidate gets no finalists
+    assert engine.ask() is None and engine.finished
+
+
+def rung_engine(**changes) -> Engine:
+    return Engine(EngineConfig(**{"population": 3, "budget": 9, "rungs": (50, 70),
+                                  "reduction": 3, "finalist_seeds": 2, "seed": 4, **changes}))
+
+
+def test_rungs_stop_only_candidates_after_the_first_generation_and_rank_by_rung():
+    engine = rung_engine()
+    first = [engine.ask() for _ in range(3)]
+    assert not any(t.stoppable for t in first)           # the first generation trains to the top
+    for t, aulc in zip(first, (10.0, 20.0, 30.0)):
+        for step in (50, 70):
+            assert engine.at_checkpoint(t.key, step, aulc)   # recorded, never stopped
+        engine.tell(t.key, aulc, steps=100)
+    assert sorted(engine.rung_values[50].values()) == [10.0, 20.0, 30.0]
+    for t in first:  # their finalist seeds: never stopped, not recorded at rungs
+        for extra in (engine.ask(), engine.ask()):
+            assert extra.kind == "finalist" and not extra.stoppable
+            assert engine.at_checkpoint(extra.key, 50, -100.0)
+            engine.tell(extra.key, 15.0, steps=100)
+    assert len(engine.rung_values[50]) == 3
+    children = [engine.ask() for _ in range(2)]
+    assert all(c.stoppable and c.candidate.generation == 1 for c in children)
+    low, high = children
+    # cutoff at 50: the 2/3 quantile of {10, 20, 30, aulc}
+    assert not engine.at_checkpoint(low.key, 50, 5.0)
+    engine.tell(low.key, 5.0, steps=50, stopped_at=50)
+    assert engine.at_checkpoint(high.key, 50, 40.0) and not engine.at_checkpoint(high.key, 70, 1.0)
+    engine.tell(high.key, 1.0, steps=70, stopped_at=70)
+    rows = {r["id"]: r for r in engine.rows()}
+    assert (rows[low.candidate.id]["status"], rows[low.candidate.id]["stopped_at"]) == ("stopped", 50)
+    assert (rows[high.candidate.id]["status"], rows[high.candidate.id]["fitness"]) == ("stopped", 1.0)
+    order = sorted(engine.records(), key=lambda r: r.order)
+    # every finalist before the one stopped at 70 (despite its lower fitness) before 50
+    assert [r.candidate.id for r in order[-2:]] == [high.candidate.id, low.candidate.id]
+    fresh = rung_engine()
+    candidate = fresh.ask()
+    with pytest.raises(ValueError, match="may not be stopped"):  # the first generation
+        fresh.tell(candidate.key, 1.0, stopped_at=50)
+
+
+def test_rung_records_survive_a_restore_and_decide_the_same():
+    engine = rung_engine()
+    for t, aulc in zip([engine.ask() for _ in range(3)], (10.0, 20.0, 30.0)):
+        engine.at_checkpoint(t.key, 50, aulc)
+        engine.tell(t.key, aulc, steps=100)
+    while (t := engine.ask()) is not None and t.kind == "finalist":
+        engine.tell(t.key, 1.0)
+    child = t
+    assert child.stoppable
+    restored = Engine.from_state_dict(json.loads(json.dumps(engine.state_dict())))
+    assert restored.rung_values == engine.rung_values
+    again = restored.ask()
+    assert again.key == child.key                           # in flight: handed out again
+    for aulc in (12.0, 25.0):
+        assert restored.at_checkpoint(again.key, 50, aulc) == engine.at_checkpoint(child.key, 50, aulc)
+
+
+def test_config_of_before_the_rungs_reads_and_elite_reruns_are_refused():
+    old = {"strategy": "generational", "population": 4, "budget": 6, "seeds_per_candidate": 1,
+           "elite_reevals": 0, "seed_losses": []}
+    assert EngineConfig.from_dict(old) == EngineConfig(population=4, budget=6)
+    with pytest.raises(ValueError, match="elite_reevals"):
+        EngineConfig.from_dict({**old, "elite_reevals": 2})
+    with pytest.raises(ValueError, match="seeds_per_candidate"):
+        EngineConfig(rungs=(50,), seeds_per_candidate=2)
+    with pytest.raises(ValueError, match="rungs"):
+        EngineConfig(rungs=(70, 50))
 
 
 # ---------------------------------------------------------------- determinism and state
@@ -232,8 +322,7 @@ def test_same_seed_same_population_across_processes(strategy):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("stop_after", (1, 37, 90))
 def test_restore_mid_run_continues_identically(strategy, stop_after):
-    config = EngineConfig(strategy=strategy, population=10, budget=50, seeds_per_candidate=2,
-                          elite_reevals=2, seed=13)
+    config = EngineConfig(strategy=strategy, population=10, budget=50, finalist_seeds=2, seed=13)
     whole = Engine(config)
     drive(whole, FITNESS, workers=3)
 

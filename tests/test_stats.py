@@ -87,3 +87,15 @@ def test_iqm_difference():
     assert d.value == pytest.approx(stats.iqm(A) - stats.iqm(B))
     assert 0 < d.ci_low < d.value < d.ci_high
     assert math.isnan(stats.iqm_difference_ci([], B).value)
+
+
+def test_welch_interval_is_scipys_and_holds_the_difference():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(5, 1, 7), rng.normal(3, 2, 5)
+    lo, hi = stats.welch_interval(a, b)
+    w = stats.welch_t_test(a, b)
+    assert lo < w.mean_diff < hi
+    # half-width = t_{0.975, df} * se with Welch's df
+    se = math.sqrt(a.var(ddof=1) / 7 + b.var(ddof=1) / 5)
+    assert (hi - lo) / 2 == pytest.approx(sp.t.ppf(0.975, w.df) * se)
+    assert all(math.isnan(x) for x in stats.welch_interval([1.0], [2.0, 3.0]))

@@ -78,13 +78,14 @@ class Engine:
              steps: int | None = None, stopped_at: int | None = None) -> None:
         """Record one trial's result. ``fitness=None`` (or non-finite) means the seed failed;
         ``stopped_at``: it was stopped at that rung, and ``fitness`` is its AULC there."""
-        trial = self._in_flight.pop(key, None)
+        trial = self._in_flight.get(key)
         if trial is None:
             raise ValueError(f"tell: no trial {key!r} is in flight")
-        if key in self._requeue:
-            self._requeue.remove(key)
         if stopped_at is not None and not trial.stoppable:
             raise ValueError(f"tell: {key} was stopped at {stopped_at}, but it may not be stopped")
+        del self._in_flight[key]
+        if key in self._requeue:
+            self._requeue.remove(key)
         record = self._records[trial.candidate.id]
         record.results[trial.seed] = make_result(fitness, final_return, error, wall_s, worker,
                                                  steps, stopped_at)

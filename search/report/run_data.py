@@ -18,11 +18,11 @@ import pandas as pd
 from spaces import Genome, GenomeError
 
 REQUIRED = ("id", "genome", "status", "fitness", "generation", "parents")
-NUMERIC = ("fitness", "final_return", "generation", "steps", "wall_s")
+NUMERIC = ("fitness", "fitness_se", "final_return", "generation", "steps", "stopped_at", "wall_s")
 CURVE_COLUMNS = ("id", "seed", "env_step", "return")
 # When one id has several rows (a duplicate re-proposed later), the row that was
 # trained speaks for it.
-_STATUS_RANK = {"trained": 0, "failed": 1, "rejected": 2, "duplicate": 3}
+_STATUS_RANK = {"trained": 0, "stopped": 1, "failed": 2, "rejected": 3, "duplicate": 4}
 
 
 class ReportError(ValueError):
@@ -53,6 +53,28 @@ class Run:
         df = df.sort_values(["fitness", "generation"], ascending=[False, True], kind="stable")
         return df.drop_duplicates("id").reset_index(drop=True)
 
+    @property
+    def ranked(self) -> pd.DataFrame:
+        """Trained and stopped candidates as the search ranks them: those that reached the
+        top first, then by the rung they were stopped at (furthest first), then by the
+        fitness there (the engine's GenomeRecord.order)."""
+        df = self.population
+        df = df[df["status"].isin(("trained", "stopped")) & np.isfinite(df["fitness"])]
+        reached = df["stopped_at"].where(df["status"] == "stopped", np.inf)
+        df = df.assign(_reached=reached.fillna(np.inf))
+        df = df.sort_values(["_reached", "fitness", "generation"], ascending=[False, False, True],
+                            kind="stable")
+        return df.drop_duplicates("id").drop(columns="_reached").reset_index(drop=True)
+
+    @property
+    def rungs(self) -> tuple[int, ...]:
+        return tuple(int(r) for r in (self.config.get("search", {}) or {}).get("rungs", ()) or ())
+
+    @property
+    def top_steps(self) -> int | None:
+        steps = (self.config.get("train", {}) or {}).get("num_train_steps")
+        return int(steps) if steps else None
+
     def by_id(self) -> dict[str, dict]:
         """id -> the row that speaks for it (trained before failed, rejected, duplicate)."""
         df = self.population.assign(_rank=self.population["status"].map(_STATUS_RANK).fillna(9))
@@ -79,7 +101,7 @@ def _missing(df: pd.DataFrame, need, path: Path) -> None:
 def _population(path: Path) -> pd.DataFrame:
     df = _read_csv(path)
     _missing(df, REQUIRED, path)
-    for col in ("operator", "seeds", "reject_reason", "error"):
+    for col in ("operator", "seeds", "reject_reason", "error", "worker"):
         if col not in df.columns:
             df[col] = ""
     for col in NUMERIC:

@@ -7,6 +7,7 @@ run folder, so a report can be rebuilt at any time, also while the search still 
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,22 @@ import pandas as pd
 
 from search.report import plots
 from search.report.run_data import ReportError, Run, load_run
-from search.report.tables import (generations_table, lineage, lineage_markdown, patterns_table,
+from search.report import protocol, verdict_report
+from search.report.tables import (generations_table, lineage, lineage_markdown, pattern_scores,
+                                  patterns_table,
                                   to_markdown, to_text, top_k_table)
 
 __all__ = ["ReportError", "write_report"]
 
-TOP_COLUMNS = ["rank", "id", "fitness", "final_return", "seeds", "generation", "operator", "genome"]
+TOP_COLUMNS = ["rank", "id", "status", "fitness", "fitness_se", "stopped_at", "final_return",
+               "n_seeds", "generation", "operator", "genome"]
 # Every file a report may write; those a rebuild does not write again are removed, so a
 # folder never mixes a fresh report with stale figures of an earlier one.
 OUTPUTS = ("top_k.csv", "top_k.md", "generations.csv", "generations.md", "lineage.md",
-           "patterns.csv", "patterns.md", "fitness.png", "elements.png", "curves.png", "report.txt")
-PATTERN_NOTE = ("mean fitness of trained genomes with the pattern minus without; Welch t-test; "
+           "patterns.csv", "patterns.md", "fitness.png", "elements.png", "curves.png", "report.txt",
+           "verdict.csv", "verdict.md", "verdict.png", "protocol.md", "rungs.csv", "spearman.csv",
+           "report.md")
+PATTERN_NOTE = ("mean {score} of the genomes with the pattern minus without; Welch t-test; "
                 "** p<0.01, * p<0.05; a pattern holds if it holds at some offset j (SPEC section 5)")
 
 
@@ -45,7 +51,8 @@ def _write_csv(path: Path, df: pd.DataFrame) -> Path:
 
 def _describe(run: Run) -> str:
     status = run.population["status"].value_counts()
-    shown = ["trained", "rejected", "duplicate", "failed"] + (["running"] if "running" in status else [])
+    shown = (["trained"] + (["stopped"] if "stopped" in status else []) +
+             ["rejected", "duplicate", "failed"] + (["running"] if "running" in status else []))
     counts = ", ".join(f"{int(status.get(s, 0))} {s}" for s in shown)
     task = run.task or "task unknown"
     if run.from_pixels is not None:
@@ -91,17 +98,22 @@ def write_report(run_dir: str | os.PathLike, top_k: int = 5) -> dict[str, Any]:
     files.append(_write(out / "generations.md", f"# Generations: {run.name}\n\n"
                         f"{_describe(run)}\n\nTrained candidates only in the quantiles.\n\n"
                         + to_markdown(generations)))
-    sections = [_describe(run), "", "Generations (fitness of trained candidates):", to_text(generations)]
+    sections = verdict_section(run, out, files) + protocol_section(run, out, files)
+    sections += [_describe(run), "", "Generations (fitness of trained candidates):", to_text(generations)]
     result: dict[str, Any] = {"report_dir": str(out), "files": files, "n_trained": len(trained),
                               "generations": generations, "top_k": None, "patterns": None,
                               "lineage": [], "best": None}
-    if trained.empty:
+    if run.ranked.empty:
         sections += ["", f"No trained candidates in {run.path}: nothing to rank, "
                      "no lineage, no pattern analysis."]
     else:
         sections += _ranked_sections(run, trained, generations, top_k, out, files, result)
     text = "\n".join(sections)
     files.append(_write(out / "report.txt", text))
+    parts = [p for p in ("verdict.md", "protocol.md", "top_k.md", "patterns.md", "generations.md")
+             if (out / p) in files]
+    files.append(_write(out / "report.md", f"# Search report: {run.name}\n\n{_describe(run)}\n\n"
+                        + "\n\n".join((out / p).read_text().strip() for p in parts)))
     for stale in set(OUTPUTS) - {p.name for p in files}:
         (out / stale).unlink(missing_ok=True)
     print(text)
@@ -133,7 +145,7 @@ def _ranked_sections(run: Run, trained: pd.DataFrame, generations: pd.DataFrame,
     pats = patterns_table(run)
     files.append(_write_csv(out / "patterns.csv", pats))
     paper = [c for c in pats.columns if c.startswith("paper")]
-    note = PATTERN_NOTE
+    note = PATTERN_NOTE.format(score=pattern_scores(run)[1])
     if paper and run.from_pixels:
         note += "; the paper's rows are from its vector (state) search, this run used pixels"
     if run.planted:
@@ -154,7 +166,51 @@ def _ranked_sections(run: Run, trained: pd.DataFrame, generations: pd.DataFrame,
             files.append(made)
 
     result.update(top_k=top, patterns=pats, lineage=ancestors, best=best)
-    return ["", f"Top {len(top)} by fitness:", to_text(top, TOP_COLUMNS), "",
+    return ["", f"Top {len(top)} by search rank (the furthest rung, then fitness):",
+            to_text(top, TOP_COLUMNS), "",
             "Train them again:", *(f"  {r['rank']}. {r['train_args']}" for r in top.to_dict("records")),
             "", f"Lineage of the best ({best['id']}):", _head(lineage_markdown(ancestors), "lineage.md"), "",
             f"Loss patterns (paper Table 5): {note}.", to_text(pats)]
+
+
+def verdict_section(run: Run, out: Path, files: list[Path]) -> list[str]:
+    """The held-out verdict (first in the report), recomputed from verdict/'s runs."""
+    loaded = verdict_report.load_verdict(run.path)
+    if loaded is None:
+        return []
+    named, config, records = loaded
+    table = verdict_report.verdict_table(config, records)
+    files.append(_write_csv(out / "verdict.csv", table))
+    plot = verdict_report.plot_curves(config, records, out / "verdict.png")
+    if plot is not None:
+        files.append(plot)
+    files.append(_write(out / "verdict.md", verdict_report.markdown(named, config, records, table,
+                                                                     plot, out)))
+    return ["Verdict on held-out seeds (winners named before any of these runs):",
+            *verdict_report.text(table), ""]
+
+
+def protocol_section(run: Run, out: Path, files: list[Path]) -> list[str]:
+    """Rungs, steps used, Spearman per rung, variance components (runs with rungs)."""
+    if not run.rungs or run.curves is None:
+        return []
+    rungs = protocol.rung_table(run)
+    used = protocol.steps_used(run)
+    spearman = protocol.spearman_by_rung(run)
+    variance = protocol.variance_components(run)
+    files.append(_write_csv(out / "rungs.csv", rungs))
+    files.append(_write_csv(out / "spearman.csv", spearman))
+    steps = (f"{used['env_steps_used']:.0f} env steps in {used['runs']} runs, "
+             f"{used['share']:.0%} of training each of them to the top "
+             f"({used['env_steps_all_to_the_top']:.0f})")
+    var = (f"finalists only: {variance['genomes']} genomes, {variance['seeds_per_genome']:.1f} seeds "
+           f"each: within-genome variance {variance['within']:.4g} (std {math.sqrt(variance['within']):.4g}), "
+           f"between-genome {variance['between']:.4g}" if variance["genomes"] >= 2 else
+           "finalists only: fewer than two genomes with two seeds or more")
+    files.append(_write(out / "protocol.md", "\n".join([
+        "## Protocol: rungs, seeds, steps", "", to_markdown(rungs), "", f"Steps: {steps}.", "",
+        "Spearman correlation of the AULC up to each rung with the AULC at the top, over the "
+        "first generation's first seeds (trained to the top unstopped):", "",
+        to_markdown(spearman), "", f"Variance components of the AULC at the top, {var}."])))
+    return ["Protocol:", to_text(rungs), f"  steps: {steps}", "  Spearman (first generation):",
+            to_text(spearman), f"  variance components, {var}", ""]

@@ -85,6 +85,17 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> Welch:
     return Welch(diff, float(t), float(df), p)
 
 
+def welch_interval(a: Sequence[float], b: Sequence[float],
+                   confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The confidence interval of mean(a) - mean(b) by Welch's t (scipy's own
+    ``ttest_ind(equal_var=False).confidence_interval``); NaN where undefined."""
+    x, y = _finite(a), _finite(b)
+    if len(x) < 2 or len(y) < 2 or (x.var() == 0 and y.var() == 0):
+        return math.nan, math.nan
+    ci = _sp.ttest_ind(x, y, equal_var=False).confidence_interval(confidence)
+    return float(ci.low), float(ci.high)
+
+
 def iqm(values: Sequence[float]) -> float:
     """Interquartile mean: the mean of what is left after cutting ``floor(n/4)`` values from
     each end (as ``scipy.stats.trim_mean(x, 0.25)`` and rliable do)."""

@@ -44,29 +44,63 @@ def row_genome(row: dict) -> Genome:
     return canonical
 
 
-def train_args(genome: Genome) -> str:
-    """Ready-to-paste ``python train.py --auxi_pred_horizon ...`` for this genome."""
-    return shlex.join(["python", "train.py", *genome.to_argv()])
+# TrainConfig fields that a "train it again" command never carries.
+_NOT_FLAGS = ("genome", "genome_canonical", "seed", "work_dir", "save_tb", "save_buffer",
+              "save_video", "save_model", "device")
+
+
+def training_flags(train: dict | None) -> list[str]:
+    """The flags a candidate was trained with (config.json's ``train``), where they differ
+    from train.py's defaults for the same task: task, encoder, sizes, steps, ..."""
+    if not train:
+        return []
+    from rl.config import TrainConfig, resolve
+
+    fields = {f for f in TrainConfig.__dataclass_fields__ if f not in _NOT_FLAGS}
+    task = {k: train[k] for k in ("domain_name", "task_name") if train.get(k) is not None}
+    defaults = resolve(TrainConfig(**task)).to_dict()
+    argv = []
+    for key in sorted(fields & set(train), key=list(TrainConfig.__dataclass_fields__).index):
+        value = train[key]
+        if key == "auxi_batchsize" and value == train.get("batch_size"):
+            continue  # follows --batch_size (the only value the code allows)
+        if key in task or value != defaults.get(key):
+            if isinstance(value, bool):
+                if key == "auxi_ema":  # a store_false flag: given, it turns the EMA off
+                    argv += [] if value else ["--auxi_ema"]
+                elif value:
+                    argv.append(f"--{key}")
+            elif value is not None:
+                argv += [f"--{key}", str(value)]
+    return argv
+
+
+def train_args(genome: Genome, train: dict | None = None) -> str:
+    """Ready-to-paste ``python train.py ...``: the training flags and the genome's."""
+    return shlex.join(["python", "train.py", *training_flags(train), *genome.to_argv()])
 
 
 def top_k_table(run: Run, k: int) -> pd.DataFrame:
-    best = run.trained.head(max(0, k))
+    """The best ``k`` as the search ranks them (finalists first, then by the rung reached)."""
+    best = run.ranked.head(max(0, k))
+    train = run.config.get("train")
     rows = []
     for rank, row in enumerate(best.to_dict("records"), 1):
         seeds = [s for s in str(row.get("seeds", "")).split(";") if s.strip()]
         rows.append({
-            "rank": rank, "id": row["id"], "fitness": row["fitness"],
-            "final_return": row["final_return"], "seeds": ";".join(seeds), "n_seeds": len(seeds),
-            "generation": row["generation"], "operator": row["operator"], "genome": row["genome"],
-            "train_args": train_args(row_genome(row))})
-    columns = ["rank", "id", "fitness", "final_return", "seeds", "n_seeds", "generation",
-               "operator", "genome", "train_args"]
+            "rank": rank, "id": row["id"], "status": row["status"], "fitness": row["fitness"],
+            "fitness_se": row.get("fitness_se", math.nan), "final_return": row["final_return"],
+            "stopped_at": row.get("stopped_at", math.nan), "seeds": ";".join(seeds),
+            "n_seeds": len(seeds), "generation": row["generation"], "operator": row["operator"],
+            "genome": row["genome"], "train_args": train_args(row_genome(row), train)})
+    columns = ["rank", "id", "status", "fitness", "fitness_se", "final_return", "stopped_at",
+               "seeds", "n_seeds", "generation", "operator", "genome", "train_args"]
     return pd.DataFrame(rows, columns=columns)
 
 
 # ------------------------------------------------------------ generations
 # "running": a genome whose seeds are still out (the search writes the table as it goes).
-STATUS_COUNTS = ("rejected", "duplicate", "failed", "running")
+STATUS_COUNTS = ("stopped", "rejected", "duplicate", "failed", "running")
 
 
 def generations_table(run: Run) -> pd.DataFrame:
@@ -74,7 +108,7 @@ def generations_table(run: Run) -> pd.DataFrame:
     pop = run.population.dropna(subset=["generation"])
     trained = run.trained.dropna(subset=["generation"])
     columns = ["generation", "trained", "best", "q25", "median", "q75", "best_so_far",
-               "rejected", "duplicate", "failed", "running"]
+               "stopped", "rejected", "duplicate", "failed", "running"]
     if pop.empty:
         return pd.DataFrame(columns=columns)
     gens = sorted(int(g) for g in pop["generation"].unique())
@@ -149,9 +183,31 @@ def stars(p: float) -> str:
     return "**" if p < 0.01 else "*" if p < 0.05 else ""
 
 
+def pattern_scores(run: Run) -> tuple[pd.DataFrame, str]:
+    """The genomes and the score the pattern analysis compares, and what that score is.
+    With rungs, candidates stopped at different rungs have fitnesses over different steps:
+    every candidate is then scored by its first seed's AULC up to the first rung, which
+    each one trained."""
+    if not run.rungs or run.curves is None:
+        return run.trained, "fitness"
+    from search.report.protocol import aulc_up_to
+
+    ranked = run.ranked
+    rung = run.rungs[0]
+    scores = []
+    for row in ranked.to_dict("records"):
+        seed = str(row.get("seeds", "")).split(";")[0]
+        curve = run.curves[(run.curves["id"] == row["id"]) & (run.curves["seed"] == seed)]
+        scores.append(aulc_up_to(curve, rung))
+    scored = ranked.assign(fitness=scores)
+    return scored[np.isfinite(scored["fitness"])].reset_index(drop=True), \
+        f"approx AULC up to the first rung ({rung} env steps)"
+
+
 def patterns_table(run: Run) -> pd.DataFrame:
-    """Paper Table 5 over the trained population: mean fitness with minus without."""
-    trained = run.trained
+    """Paper Table 5 over the trained population: mean score with minus without, beside the
+    paper's row for the task where it has one (same sign or not)."""
+    trained, _ = pattern_scores(run)
     fitness = trained["fitness"].to_numpy(dtype=float)
     has = pd.DataFrame([patterns(g) for g in trained["genome_obj"]], columns=list(PATTERNS))
     paper = PAPER_TABLE5_VECTOR.get(run.task or "") if not run.planted else None
@@ -165,7 +221,11 @@ def patterns_table(run: Run) -> pd.DataFrame:
         row = {"pattern": name, "n_with": len(a), "n_without": len(b), "mean_with": mean_a,
                "mean_without": mean_b, "diff": mean_a - mean_b, "t": t, "p": p, "sig": stars(p)}
         if paper:
-            row[f"paper {paper[0]}"] = paper[1][name]
+            cell = paper[1][name]
+            row[f"paper {paper[0]}"] = cell
+            same = (math.copysign(1, row["diff"]) == (1 if cell.startswith("+") else -1)
+                    if math.isfinite(row["diff"]) else None)
+            row["same_sign"] = "" if same is None else ("yes" if same else "no")
         rows.append(row)
     return pd.DataFrame(rows)
 
