@@ -197,8 +197,9 @@ def test_prints_a_readable_report(tmp_path, capsys):
     build_run(tmp_path / "run", generations=3, per_generation=12)
     write_report(tmp_path / "run", top_k=3)
     out = capsys.readouterr().out
-    for heading in ("Top 3 by fitness", "Generations", "Lineage of the best", "Loss patterns",
-                    "python train.py --auxi_pred_horizon", "report written to"):
+    for heading in ("Top 3 by search rank", "Generations", "Lineage of the best", "Loss patterns",
+                    "python train.py --domain_name cheetah_run --encoder_type ofe --auxi_pred_horizon",
+                    "report written to"):
         assert heading in out
 
 
@@ -279,4 +280,4 @@ def test_rebuild_removes_stale_files(tmp_path):
     df.assign(status="failed", fitness=math.nan).to_csv(tmp_path / "run" / "population.csv", index=False)
     write_report(tmp_path / "run")
     left = {p.name for p in (tmp_path / "run" / "report").iterdir()}
-    assert left == {"generations.csv", "generations.md", "report.txt"}
+    assert left == {"generations.csv", "generations.md", "report.txt", "report.md"}

@@ -162,15 +162,25 @@ def test_no_preset_picks_one_by_hardware_and_says_so(tmp_path, capsys, monkeypat
 # ---------------------------------------------------------------- presets
 def test_presets_resolve_and_flags_override_them():
     smoke = build_setup("smoke")
-    assert (smoke.engine.population, smoke.engine.budget) == (4, 6)
+    assert (smoke.engine.population, smoke.engine.budget) == (3, 6)
+    assert (smoke.engine.rungs, smoke.engine.finalist_seeds, smoke.verdict.top) == ((800, 1200), 2, 1)
     assert (smoke.train.batch_size, smoke.train.hidden_dim, smoke.train.num_train_steps) == (64, 64, 2000)
-    assert (smoke.train.init_steps, smoke.train.eval_freq, smoke.train.num_eval_episodes) == (100, 1000, 1)
+    assert (smoke.train.init_steps, smoke.train.eval_freq, smoke.train.num_eval_episodes) == (100, 400, 1)
     assert smoke.train.encoder_type == "ofe" and smoke.train.encoder_hidden_size == 40
+    cpu = build_setup("cpu")  # the paper's vector Cheetah-Run search
+    assert (cpu.train.task, cpu.train.encoder_type, cpu.train.encoder_hidden_size,
+            cpu.train.num_layers) == ("cheetah_run", "ofe", 40, 1)
+    assert (cpu.train.batch_size, cpu.train.hidden_dim, cpu.train.num_train_steps) == (128, 256, 100_000)
+    assert min(cpu.engine.rungs) >= 50_000 and cpu.verdict.seeds >= 5
+    assert set(cpu.verdict.references) == {"sac", "state-sac", "a2-winner"}
     paper = build_setup("paper")
     assert paper.train.from_pixels and paper.train.task == "cheetah_run"
     assert (paper.engine.population, paper.engine.survivor_fraction) == (100, 0.25)
     assert paper.train.batch_size == 512 and paper.train.hidden_dim == 1024
-    assert paper.dispatch.gpus_per_trial == 0.25
+    assert paper.dispatch.gpus_per_trial == 0.25 and paper.engine.rungs == cpu.engine.rungs
+    assert build_setup("smoke", fitness="planted:a2-winner").verdict.top == 0
+    with pytest.raises(ValueError, match="--rungs: 900 is not an evaluation step"):
+        build_setup("smoke", engine={"rungs": (900,)})
     cpu = build_setup("cpu", engine={"budget": 10}, train={"hidden_dim": 32},
                       dispatch={"cpus_per_trial": 2})
     assert (cpu.engine.budget, cpu.train.hidden_dim, cpu.dispatch.threads) == (10, 32, 2)

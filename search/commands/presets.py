@@ -177,8 +177,10 @@ def build_setup(preset: str, *, engine: Mapping[str, Any] = {}, train: Mapping[s
     if fitness == "rl":
         _check_task(train_config.task)
     _check_rungs(engine_config.rungs, train_config)
-    try:
-        verdict_config = VerdictConfig(**{**p.verdict, **verdict})
+    if fitness != "rl" and verdict.get("top"):
+        raise ValueError("--verdict_top: a planted search has no training to re-run on held-out seeds")
+    try:  # a planted fitness is exact: no verdict (no held-out seeds to draw)
+        verdict_config = VerdictConfig(**{**p.verdict, **verdict, **({"top": 0} if fitness != "rl" else {})})
     except ValueError as err:
         raise ValueError(f"--{err}") from None
     dispatch_config = DispatchConfig(**{**p.dispatch, **dispatch})

@@ -82,7 +82,7 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
             folder = RunFolder.create(todo.path, setup.to_config(), engine.state_dict(),
                                       engine.rows(), ROW_COLUMNS, session_info)
         eta = Eta(slots=slots)
-        if not setup.planted:
+        if not setup.planted and not (engine.finished and verdict_done(setup, folder.path)):
             notes += startup_lines(setup, engine, folder.path, slots, eta, probe_fn)
         display = Display(stream, log=folder.log_event, eta=eta)
         session = SearchSession(engine, folder, display, base=setup.train,
@@ -93,7 +93,9 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
             with display:
                 for note in notes:
                     display.info(note)
-                if setup.planted:
+                if engine.finished and verdict_done(setup, folder.path):
+                    display.info("the search had already finished")
+                elif setup.planted:
                     run_planted(session, setup.planted_target)
                 else:
                     from search.runs.tuner import run_jobs
