@@ -20,22 +20,39 @@ from search.runs.folder import CURVE_COLUMNS, RunFolder, RunFolderError
 
 REPO = Path(__file__).resolve().parent.parent
 
-# The real CLI with a fake train function (seconds a candidate, no torch), logging every call.
+# The real CLI with a fake train function (no torch) that reports every evaluation through
+# on_checkpoint as rl.train does, so that rungs stop candidates; every call is logged.
 DRIVER = textwrap.dedent("""
     import os, sys, time, types
     sys.path.insert(0, {repo!r})
     from rl.probe import StepTimes
     from search.commands.search_cli import main
 
-    def fake_train(config, run_dir=None, *, progress=False, threads=None, seed=None, **_):
+    def fake_train(config, run_dir=None, *, progress=False, threads=None, seed=None,
+                   on_checkpoint=None):
+        key = f"{{config.agent}}/{{config.encoder_type}}/{{config.genome.id}}-s{{seed}}"
         with open({log!r}, "a") as f:
-            f.write(f"{{config.genome.id}}-s{{seed}} {{os.getpid()}}\\n")
-        time.sleep({sleep})
-        fitness = float(len(config.genome.source) + len(config.genome.target))
-        return types.SimpleNamespace(curve=((0, 0.0), (2000, fitness)), approx_aulc=fitness / 2,
-                                     final_return=fitness, wall_s={sleep}, train_s={sleep}, failed=None)
+            f.write(f"{{key}} {{os.getpid()}}\\n")
+        g = config.genome
+        # spread over genomes (so that rungs stop some), and a little over seeds
+        quality = int(g.id[:4], 16) % 20 + seed % 3 if config.agent == "auxi_sac" else 10
+        every = config.eval_every_agent_steps * config.action_repeat
+        curve = []
+        for step in range(0, config.num_train_steps + 1, every):
+            time.sleep({sleep} / 5)
+            curve.append((step, quality * step / config.num_train_steps))
+            if on_checkpoint is not None:
+                on_checkpoint(tuple(curve))
+        returns = [r for _, r in curve]
+        if run_dir is not None:
+            os.makedirs(run_dir)
+            with open(os.path.join(run_dir, "eval.csv"), "w") as f:
+                f.write("".join(f"{{s}},{{r}}\\n" for s, r in curve))
+        return types.SimpleNamespace(curve=tuple(curve), approx_aulc=sum(returns) / len(returns),
+                                     final_return=returns[-1], wall_s={sleep}, train_s={sleep},
+                                     failed=None, env_steps=config.num_train_steps)
 
-    def fake_probe(config):  # a run takes as long as fake_train sleeps
+    def fake_probe(config):  # a run takes about as long as fake_train sleeps
         return StepTimes(setup_s={sleep}, env_s=0.0, act_s=0.0, update_s=0.0, episode_steps=0)
 
     raise SystemExit(main(sys.argv[1:], train_fn=fake_train, probe_fn=fake_probe))
@@ -77,76 +94,110 @@ def kill_session(proc: subprocess.Popen) -> None:
 
 
 def recorded_keys(run: Path) -> set[str]:
-    """The (genome, seed) results engine.json holds: what a resume must never train again."""
-    from spaces import Genome
+    """The results the run folder holds, selection (engine.json) and verdict (its records),
+    as the fake's keys: what a resume must never train again."""
+    from spaces import Genome, named
 
+    keys = set()
     try:
         state = json.loads((run / "engine.json").read_text())
     except (OSError, ValueError):
-        return set()
-    return {f"{Genome.parse(r['candidate']['genome']).id}-s{seed}"
-            for r in state["records"] for seed, _ in r["results"]}
+        state = {"records": []}
+    for r in state["records"]:
+        gid = Genome.parse(r["candidate"]["genome"]).id
+        keys |= {f"auxi_sac/ofe/{gid}-s{seed}" for seed, _ in r["results"]}
+    for path in (run / "verdict" / "records").glob("*.json"):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        gid = Genome.parse(rec["genome"]).id if rec["genome"] else named("a2-winner").id
+        keys.add(f"{rec['agent']}/{rec['encoder_type']}/{gid}-s{rec['seed']}")
+    return keys
+
+
+# Where each kill falls: the start-up, or just after a result of a kind (a stopped candidate,
+# a finalist seed, a verdict run). A selection phase that has ended gives way to the verdict.
+EVENTS = {"result": lambda line: " | " in line and "fitness" in line,
+          "rung": lambda line: "stopped at" in line,
+          "finalist": lambda line: "(finalist): fitness" in line,
+          "verdict": lambda line: line.startswith("[") and "| runs " not in line and " runs " in line
+          and "AULC" in line}
+PLAN = ("result", "rung", "startup", "finalist", "rung", "finalist", "result", "verdict",
+        "startup", "verdict")
 
 
 @pytest.mark.slow
-def test_driver_killed_ten_times_at_random_moments_then_resumed(tmp_path):
-    """SIGKILL of the driver's whole process group at ten random moments of one search (in
-    Ray's start-up, in Tune's, mid-trial, mid-write), each time resumed: at the end the
-    budget is met, no (genome, seed) result is recorded twice, and none recorded before a
-    kill is trained again after it."""
+def test_driver_killed_ten_times_in_every_phase_then_resumed(tmp_path):
+    """SIGKILL of the driver's whole process group ten times in one search (in Ray's and
+    Tune's start-up, mid-trial, mid-write; during rung training, finalist seeds and the
+    verdict), each time resumed: at the end the budget is met and the verdict complete, no
+    result is recorded twice, and none recorded before a kill is trained again after it."""
     import random
 
     log, run = tmp_path / "calls.log", tmp_path / "run"
     script = tmp_path / "driver.py"
-    script.write_text(DRIVER.format(repo=str(REPO), log=str(log), sleep=0.5))
-    budget = 24  # more than ten sessions of one or two results each
+    script.write_text(DRIVER.format(repo=str(REPO), log=str(log), sleep=1.5))
+    budget = 16
     first = [sys.executable, str(script), "--preset", "smoke", "--budget", str(budget),
-             "--population", "6", "--num_cpus", "2", "--run", str(run)]
+             "--population", "4", "--reduction", "2", "--num_cpus", "2", "--run", str(run)]
     again = [sys.executable, str(script), "--resume", str(run)]
     rng = random.Random(2026)
     kills = []
-    for i in range(10):
+    for i, where in enumerate(PLAN):
+        if where != "verdict" and (run / "verdict" / "names.json").exists():
+            where = "verdict"
         proc = subprocess.Popen(first if i == 0 else again, cwd=tmp_path, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
         reader.start()
         try:
-            # A random moment: in the start-up (Ray, Tune, the first trials), or a random
-            # time after the n-th result of this session (mid-trial, mid-write).
-            if i > 0 and rng.random() < 0.4:
+            if where == "startup" and i > 0:
                 time.sleep(rng.uniform(0.2, 8.0))
             else:
-                wanted, deadline = rng.randint(1, 2), time.time() + 120
-                while sum(" | " in line and "fitness" in line for line in lines) < wanted:
-                    assert proc.poll() is None and time.time() < deadline, "".join(lines)[-2000:]
+                # the wanted kind of result, or (if this session brings none soon) the fourth
+                # result of any kind
+                deadline = time.time() + 120
+                while not any(EVENTS[where](line) for line in lines):
+                    if where in ("rung", "finalist") and sum(map(EVENTS["result"], lines)) >= 4:
+                        where = "result"
+                        break
+                    assert proc.poll() is None and time.time() < deadline, \
+                        f"kill {i} ({where}): " + "".join(lines)[-2000:]
                     time.sleep(0.02)
-                time.sleep(rng.uniform(0.0, 1.2))
+                time.sleep(rng.uniform(0.0, 0.6))
         finally:
             kill_session(proc)
         calls = log.read_text().split()[::2] if log.exists() else []
-        kills.append({"recorded": recorded_keys(run), "calls": len(calls)})
+        kills.append({"where": where, "recorded": recorded_keys(run), "calls": len(calls)})
     done = subprocess.run(again, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert {k["where"] for k in kills} >= {"rung", "finalist", "verdict", "startup"}
     calls = log.read_text().split()[::2]
     rows = read_rows(run)
-    trained = [r for r in rows if r["status"] == "trained"]
-    assert len(trained) == budget == len({r["id"] for r in trained})        # the budget, met
+    done_rows = [r for r in rows if r["status"] in ("trained", "stopped")]
+    assert len(done_rows) == budget == len({r["id"] for r in done_rows})     # the budget, met
+    assert any(r["status"] == "stopped" for r in done_rows)
     final = recorded_keys(run)
-    assert final == {f"{r['id']}-s{r['seeds']}" for r in trained} == set(calls)
-    for kill in kills:                                                       # never trained again
+    assert final == set(calls)                                                # each trained...
+    for kill in kills:                                                        # ...and never again
         after = calls[kill["calls"]:]
-        assert not kill["recorded"] & set(after), kill
+        assert not kill["recorded"] & set(after), kill["where"]
+    twice = {k for k in calls if calls.count(k) > 1}                         # only lost ones twice
+    assert all(any(k not in kill["recorded"] for kill in kills) for k in twice)
+    verdict = list((run / "verdict" / "records").glob("*.json"))
+    assert len(verdict) == 4 * 2                                              # the verdict, complete
     events = (run / "events.log").read_text().splitlines()
-    for key in final:                                                        # recorded once
-        genome_id, seed = key.rsplit("-s", 1)
-        assert sum(f"{genome_id} seed {seed}: fitness" in e for e in events) <= 1, key
+    for row in done_rows:                                                     # recorded once
+        for seed in row["seeds"].split(";"):
+            assert sum(f"{row['id']} seed {seed}" in e and ": " in e for e in events) <= 1
     with open(run / "curves.csv", newline="") as f:
-        curves = {(r["id"], r["seed"], r["env_step"]) for r in csv.DictReader(f)}
-    assert len(curves) == 2 * budget                                         # one curve each
+        curves = list(csv.DictReader(f))
+    assert len({(c["id"], c["seed"]) for c in curves}) == sum(len(r["seeds"].split(";"))
+                                                               for r in done_rows)
     meta = json.loads((run / "meta.json").read_text())
     assert [s["resume"] for s in meta["sessions"]][0] is False
-    assert sum(k["recorded"] != kills[i - 1]["recorded"] for i, k in enumerate(kills) if i) >= 1
 
 
 # ---------------------------------------------------------------- the run folder
