@@ -308,8 +308,13 @@ class Agent:
                 entropy = 0.5 * log_std.shape[1] * (1.0 + math.log(2 * math.pi)) + log_std.sum(-1)
                 out.update(alpha=self.log_alpha.exp(), actor_entropy=entropy.mean())
 
+    @torch.no_grad()
     def _update_targets(self) -> None:
-        """EMA of the critic into its target: Q heads at ``critic_tau``, encoder at ``encoder_tau``."""
+        """EMA of the critic into its target: Q heads at ``critic_tau``, encoder at ``encoder_tau``.
+
+        Without gradient: an in-place lerp towards parameters that require grad would record
+        autograd history onto the target's tensors, one node more per target update for the
+        whole run, holding the online parameters' gradient accumulators."""
         for target, online, tau in self._ema_pairs:
             torch._foreach_lerp_(target, online, tau)
 
