@@ -43,11 +43,18 @@ import torch
 import torch.nn.functional as F
 
 from rl.augment import WindowStates, center_crop
-from rl.aux_loss import AuxLoss, Embedding, per_member
+from rl.aux_loss import AuxLoss, Embedding
 from rl.config import TrainConfig
 from rl.curl import CurlLoss
 from rl.networks import Actor, Critic, Encoder, feature_dim_of, make_trunk, weight_init
 from rl.optim import Adam
+
+
+def _mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the last two dimensions: one value, or one per member."""
+    if x.dim() == 2:
+        return F.mse_loss(x, y)
+    return F.mse_loss(x, y, reduction="none").mean((-2, -1))
 
 
 def _ordered(first: tuple[int, ...], second: tuple[int, ...], extra: tuple[int, ...] = ()):
@@ -288,7 +295,7 @@ class Agent:
             target_q = batch.reward + batch.not_done * c.discount * next_v
         q = self.critic(batch.rl.get((0,)), batch.action, detach_trunk=c.detach_encoder)
         # MSE of Q1 plus MSE of Q2 (the mean over both, doubled), per member
-        critic_loss = 2.0 * per_member(F.mse_loss, q, target_q.unsqueeze(-2).expand_as(q))
+        critic_loss = 2.0 * _mse(q, target_q.unsqueeze(-2).expand_as(q))
         self._step(critic_loss, "critic")
         out["critic_loss"] = critic_loss
         if diagnostics:
