@@ -257,8 +257,10 @@ class Agent:
         merged = tuple(aux.target_states) if shared and c.auxi_ema else ()
         target_pass = tuple(sorted({1, *merged}))
         if shared:
-            src = aux.source_states
-            order = _ordered(src, target_pass, (0,)) if src else _ordered((0,), target_pass)
+            # With auxi_ema off, pass 6 encodes the target states from this window too.
+            src, targets = aux.source_states, tuple(aux.target_states)
+            order = (_ordered(src, target_pass, (0,) + targets) if src
+                     else _ordered((0,), target_pass, targets))
         else:
             order = (0, 1)
         rl = self._states(window, order)
