@@ -69,25 +69,26 @@ def evaluate_cohort(envs: Sequence, population: Population, episodes: int,
 class _Member:
     """One member's envs, replay, log and running episode (what a lone run keeps in locals)."""
 
-    def __init__(self, config: TrainConfig, run_dir: Path | None, device: torch.device,
-                 seeds: Sequence[int], index: int):
+    def __init__(self, config: TrainConfig, index: int):
         stack = config.frame_stack if config.from_pixels else 1
         kwargs = dict(from_pixels=config.from_pixels, image_size=config.render_size,
                       action_repeat=config.action_repeat, frame_stack=stack)
-        self.config, self.run_dir, self.index = config, run_dir, index
+        self.config, self.index, self.run_dir, self.logger = config, index, None, Logger(None)
         self.env = make_env(config.task, seed=config.seed, **kwargs)
         self.eval_env = make_env(config.task, seed=config.seed + 12345, **kwargs)
         self.replay = ReplayBuffer(config.replay_buffer_capacity, self.env.frame_shape,
                                    self.env.frame_dtype, self.env.action_dim, frame_stack=stack,
                                    seed=config.seed)
-        if run_dir is not None:
-            describe(run_dir, config.to_dict(), {"device": str(device),
-                                                 "cohort": {"seeds": list(seeds), "member": index}})
-        self.logger = Logger(run_dir, save_tb=config.save_tb)
         self.curve: list[tuple[int, float]] = []
         self.failed: str | None = None
         self.obs, self.over, self.episode = None, True, 0
         self.episode_return, self.episode_start, self.sums, self.counts = 0.0, 0.0, {}, {}
+
+    def open_run_dir(self, run_dir: Path, device: torch.device, seeds: Sequence[int]) -> None:
+        self.run_dir = run_dir
+        describe(run_dir, self.config.to_dict(), {"device": str(device),
+                                                  "cohort": {"seeds": list(seeds), "member": self.index}})
+        self.logger = Logger(run_dir, save_tb=self.config.save_tb)
 
     def start_episode(self, step: int) -> None:
         if step > 0:
@@ -134,10 +135,12 @@ def train_cohort(config: TrainConfig, seeds: Sequence[int],
     device = resolve_device(c.device)
     if allocator.wanted(device.type, c.from_pixels):
         allocator.keep_freed_memory()
-    members = [_Member(cfg, Path(run_dirs[k]) if run_dirs is not None else None, device, seeds, k)
-               for k, cfg in enumerate(configs)]
+    members = [_Member(cfg, k) for k, cfg in enumerate(configs)]
     env = members[0].env
     population = make_population(c, env.observation_shape, env.action_dim, device, seeds)
+    if run_dirs is not None:  # only once nothing can fail on the config any more
+        for member, run_dir in zip(members, run_dirs):
+            member.open_run_dir(Path(run_dir), device, seeds)
     alive = list(members)  # in the population's order
     repeat, total, every = c.action_repeat, c.agent_steps, c.eval_every_agent_steps
     train_start = time.time()
