@@ -1,8 +1,9 @@
 """K members trained as one batched model (rl.population) against K sequential lone updates.
 
     python bench/population_speed.py --configs vector-64-64 vector-128-256 --members 1 4 16 64
-    python bench/population_speed.py --configs pixel-84 --members 1 4 --rounds 3
-    python bench/population_speed.py --device cuda --synthetic --rounds 10   # a GPU, < 5 min
+    python bench/population_speed.py --configs pixel-84 --members 1 4 --steps 3
+    python bench/population_speed.py --device cuda --synthetic --steps 10 \
+        --configs vector-64-64 vector-128-256 pixel-84   # a GPU, < 5 min
 
 Each row times the whole agent update (auxi_sac with the A2-winner loss, replay sampling
 included) of a ``Population`` of K members against K lone agents (``rl.agent``) updated one
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=["vector-64-64", "vector-128-256"])
     p.add_argument("--members", nargs="+", type=int, default=[1, 4, 16, 64])
-    p.add_argument("--rounds", type=int, default=20, help="timed updates of each side")
+    p.add_argument("--steps", type=int, default=20, help="timed updates of each side (rounds)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--synthetic", action="store_true", help="fixed random windows, no replay")
@@ -163,8 +164,8 @@ def main(argv=None) -> int:
     p.add_argument("--candidate_steps", type=int, default=100_000)
     p.add_argument("--seeds_per_candidate", type=int, default=3)
     a = p.parse_args(argv)
-    if min(a.members + [a.rounds, a.threads, a.candidate_steps, a.seeds_per_candidate]) < 1:
-        p.error("--members, --rounds, --threads, --candidate_steps, --seeds_per_candidate must be >= 1")
+    if min(a.members + [a.steps, a.threads, a.candidate_steps, a.seeds_per_candidate]) < 1:
+        p.error("--members, --steps, --threads, --candidate_steps, --seeds_per_candidate must be >= 1")
     try:
         device = torch.device(a.device)
     except RuntimeError:
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
     for name in a.configs:
         config = resolve(TrainConfig(domain_name="cheetah_run", device=a.device, **CONFIGS[name]))
         for k in a.members:
-            row = rows[name, k] = compare(config, k, a.rounds, a.synthetic, device)
+            row = rows[name, k] = compare(config, k, a.steps, a.synthetic, device)
             print(f"{name:>15} {k:>3} {1000 * row['batched']:>11.2f} {1000 * row['sequential']:>14.2f} "
                   f"{k / row['batched']:>21.1f} {k / row['sequential']:>11.1f} "
                   f"{row['sequential'] / row['batched']:>5.2f}x {row['median_ratio']:>6.2f}x", flush=True)
