@@ -196,8 +196,8 @@ def main(argv=None) -> int:
             for k in a.members:
                 cohort, alone = runs_per_hour(rows[name, k], k, env_s, a.candidate_steps)
                 s = a.seeds_per_candidate
-                print(f"  K={k:>3}: cohort {cohort:8.2f} ({cohort / s:.2f}), lone runs {alone:8.2f} "
-                      f"({alone / s:.2f}), act {1000 * rows[name, k]['act']['batched']:.2f} ms batched "
+                print(f"  K={k:>3}: cohort {cohort:8.3g} ({cohort / s:.3g}), lone runs {alone:8.3g} "
+                      f"({alone / s:.3g}), act {1000 * rows[name, k]['act']['batched']:.2f} ms batched "
                       f"vs {1000 * rows[name, k]['act']['sequential']:.2f} ms for K lone", flush=True)
     return 0
 
