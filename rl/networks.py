@@ -76,15 +76,18 @@ CPU_CHUNK = 128
 
 
 def cpu_chunked(fn, obs: torch.Tensor, members: int = 0) -> torch.Tensor:
-    """``fn(obs)``, on CPU over at most ``CPU_CHUNK`` images at a time (outputs concatenated).
-
-    ``members`` K > 0: ``obs`` holds K members' images side by side (one a channel group),
-    so a chunk takes ``CPU_CHUNK // K`` of them and the outputs, (K, n, ...), join on dim 1.
-    """
-    chunk = max(1, CPU_CHUNK // members) if members else CPU_CHUNK
-    if obs.device.type == "cpu" and obs.shape[0] > chunk:
-        return torch.cat([fn(part) for part in obs.split(chunk)], dim=1 if members else 0)
+    """``fn(obs)``, on CPU over at most ``CPU_CHUNK`` images at a time (outputs concatenated;
+    with ``members``, obs holds K members' images side by side and outputs are (K, n, ...))."""
+    if obs.device.type == "cpu" and obs.shape[0] > CPU_CHUNK:
+        return torch.cat([fn(part) for part in obs.split(CPU_CHUNK)], dim=1 if members else 0)
     return fn(obs)
+
+
+# Stacked members' convolutions: one grouped convolution (groups=K) per layer on an
+# accelerator; on CPU K plain ones over the members' channel slices, which oneDNN runs ~1.5x
+# faster than its grouped kernel (measured on this project's 2-core machine: 4 members x
+# 128 images, 4 layers, forward + backward: 3.0 s against 4.9 s).
+GROUPED_ON_CPU = False
 
 
 class ConvTrunk(nn.Module):
@@ -110,23 +113,30 @@ class ConvTrunk(nn.Module):
 
     def _forward(self, obs: torch.Tensor) -> torch.Tensor:
         k = self.members
-        if k:  # members side by side on the channel axis: one grouped convolution per layer
-            x = obs.to(self.convs[0].weight.dtype)
-            for i, conv in enumerate(self.convs):
-                weight = conv.weight.flatten(0, 1)
-                x = F.conv2d(x, weight * (1.0 / 255.0) if i == 0 else weight, conv.bias.flatten(),
-                             stride=2 if i == 0 else 1, groups=k).relu_()
-            n, _, height, width = x.shape  # each member's features in HWC order, as a lone trunk's
-            return x.permute(0, 2, 3, 1).reshape(n, height, width, k, -1).permute(
-                3, 0, 1, 2, 4).reshape(k, n, -1)
-        first = self.convs[0]
-        # In-place ReLU: a convolution keeps its input for backward, not its output.
-        # uint8 -> the weights' dtype (float32 in training; tests also run float64)
-        x = F.conv2d(obs.to(first.weight.dtype), first.weight * (1.0 / 255.0), first.bias,
-                     stride=2).relu_()
-        for conv in self.convs[1:]:
-            x = conv(x).relu_()
-        return x.permute(0, 2, 3, 1).flatten(1)  # HWC order: a view for channels-last maps
+        weights, biases = [c.weight for c in self.convs], [c.bias for c in self.convs]
+        if not k:
+            return _convolve(obs, weights, biases).permute(0, 2, 3, 1).flatten(1)
+        if obs.device.type == "cpu" and not GROUPED_ON_CPU:  # member m: channels m*c:(m+1)*c
+            c = obs.shape[1] // k
+            return torch.stack([_convolve(obs[:, m * c:(m + 1) * c], [w[m] for w in weights],
+                                          [b[m] for b in biases]).permute(0, 2, 3, 1).flatten(1)
+                                for m in range(k)])
+        x = _convolve(obs, [w.flatten(0, 1) for w in weights], [b.flatten() for b in biases], k)
+        n, _, height, width = x.shape  # each member's features in HWC order, as a lone trunk's
+        return x.permute(0, 2, 3, 1).reshape(n, height, width, k, -1).permute(
+            3, 0, 1, 2, 4).reshape(k, n, -1)
+
+
+def _convolve(obs: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor],
+              groups: int = 1) -> torch.Tensor:
+    """The conv stack on uint8 images: 1/255 folded into the first layer's weights, stride 2
+    then 1, in-place ReLUs (a convolution keeps its input for backward, not its output);
+    uint8 becomes the weights' dtype (float32 in training; tests also run float64)."""
+    x = F.conv2d(obs.to(weights[0].dtype), weights[0] * (1.0 / 255.0), biases[0], stride=2,
+                 groups=groups).relu_()
+    for weight, bias in zip(weights[1:], biases[1:]):
+        x = F.conv2d(x, weight, bias, groups=groups).relu_()
+    return x
 
 
 class MlpTrunk(nn.Module):

@@ -21,6 +21,7 @@ import torch
 
 from accelerators import devices
 from rl import cohort as cohort_module
+from rl import networks
 from rl.agent import make_agent
 from rl.cohort import train_cohort
 from rl.config import TrainConfig, resolve
@@ -252,6 +253,31 @@ def test_population_rejects_what_it_cannot_batch():
         population.keep([0, 0])
     with pytest.raises(ValueError, match="2 members"):
         population.act(np.zeros((3, OBS_DIM), np.float32), sample=False)
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["per-member", "grouped"])
+def test_stacked_conv_trunk_is_each_members_lone_trunk(grouped, monkeypatch, float64):
+    """Both paths of the stacked conv trunk (per-member convolutions over channel slices, the
+    CPU's; one grouped convolution, an accelerator's, forced here on the CPU) give each
+    member its lone trunk's features and weight gradients."""
+    monkeypatch.setattr(networks, "GROUPED_ON_CPU", grouped)
+    torch.manual_seed(0)
+    lone = [networks.ConvTrunk((3 * STACK, CROP, CROP), 3, 4) for _ in range(3)]
+    stacked = copy.deepcopy(lone[0])
+    for name, p in stacked.named_parameters():
+        p.data = torch.stack([dict(t.named_parameters())[name].detach() for t in lone])
+    images = torch.randint(0, 256, (3, 5, 3 * STACK, CROP, CROP), dtype=torch.uint8)
+    side_by_side = images.transpose(0, 1).reshape(5, 3 * 3 * STACK, CROP, CROP).contiguous(
+        memory_format=torch.channels_last)
+    out = stacked(side_by_side)
+    assert out.shape == (3, 5, lone[0].out_dim)
+    out.square().sum().backward()
+    for k, trunk in enumerate(lone):
+        mine = trunk(images[k].contiguous(memory_format=torch.channels_last))
+        assert torch.allclose(out[k], mine, rtol=1e-10, atol=1e-10)
+        mine.square().sum().backward()
+        for p, q in zip(stacked.parameters(), trunk.parameters()):
+            assert torch.allclose(p.grad[k], q.grad, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("device", devices())
