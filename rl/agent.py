@@ -24,6 +24,13 @@ critic holds an EMA copy (``encoder_tau``) for the bootstrap. The actor loss pas
 gradient through the embedding to the policy's action, never to the embedding's weights
 (the released code, with the encoder detached from the actor loss, its default, embedded
 the policy action under ``no_grad``, so the actor got no gradient from Q at all).
+
+Stacked members (``rl.population.Population``): the update passes below are written over an
+optional leading member axis (reductions over the last dimensions, features unflattened on
+dimension -2), so a population of K members runs exactly these passes on (K, ...) tensors.
+What differs for K members is confined to a few hooks: where windows, crops and policy noise
+come from (``_windows``, ``_states``, ``_field``, ``_noise``), how a loss is stepped
+(``_total``) and how metrics come back (``_metrics``).
 """
 from __future__ import annotations
 
@@ -41,6 +48,13 @@ from rl.config import TrainConfig
 from rl.curl import CurlLoss
 from rl.networks import Actor, Critic, Encoder, feature_dim_of, make_trunk, weight_init
 from rl.optim import Adam
+
+
+def _mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the last two dimensions: one value, or one per member."""
+    if x.dim() == 2:
+        return F.mse_loss(x, y)
+    return F.mse_loss(x, y, reduction="none").mean((-2, -1))
 
 
 def _ordered(first: tuple[int, ...], second: tuple[int, ...], extra: tuple[int, ...] = ()):
@@ -194,7 +208,7 @@ class Agent:
         batch = self._sample(replay)
         out: dict[str, torch.Tensor] = {}
         if diagnostics:
-            out["batch_reward"] = batch.reward.mean()
+            out["batch_reward"] = batch.reward.mean(-1)
         target_features = self._update_critic(batch, out, diagnostics)
         source = None
         if self._representation and not c.update_encoder_with_actorloss:
@@ -207,6 +221,9 @@ class Agent:
             if source is None:
                 source = self._source_pass(batch)
             self._update_representation(batch, source, target_features, out, diagnostics)
+        return self._metrics(out)
+
+    def _metrics(self, out: dict[str, torch.Tensor]) -> dict[str, float]:
         with torch.no_grad():  # one op for all of them, one copy out
             values = torch.stack([v.float() for v in out.values()]).tolist()
         return dict(zip(out.keys(), values))
@@ -215,56 +232,77 @@ class Agent:
     def _representation(self) -> bool:
         return self.aux is not None or self.curl is not None
 
+    # Hooks: a lone agent's sources of windows, crops and noise (a population has K of each).
+    def _windows(self, replay, horizon: int):
+        return replay.sample(self.config.batch_size, horizon)
+
+    def _states(self, window, offsets: tuple[int, ...]) -> WindowStates:
+        return WindowStates(window.frames, offsets, window.frame_stack, self.crop, self.device)
+
+    def _field(self, window, name: str) -> torch.Tensor:
+        return torch.from_numpy(getattr(window, name)).to(self.device)
+
+    def _noise(self, rows: int) -> torch.Tensor | None:
+        """The policy's standard normal draw for ``rows`` samples; None: the actor draws it
+        from torch's global generator."""
+        return None
+
+    def _total(self, loss: torch.Tensor) -> torch.Tensor:
+        """What one loss's backward runs from."""
+        return loss
+
     def _sample(self, replay) -> "_Batch":
-        c, aux, dev = self.config, self.aux, self.device
+        c, aux = self.config, self.aux
         shared = aux is not None and c.shared_window
-        window = replay.sample(c.batch_size, aux.horizon if shared else 1)
+        window = self._windows(replay, aux.horizon if shared else 1)
         merged = tuple(aux.target_states) if shared and c.auxi_ema else ()
         target_pass = tuple(sorted({1, *merged}))
         if shared:
-            src = aux.source_states
-            order = _ordered(src, target_pass, (0,)) if src else _ordered((0,), target_pass)
+            # With auxi_ema off, pass 6 encodes the target states from this window too.
+            src, targets = aux.source_states, tuple(aux.target_states)
+            order = (_ordered(src, target_pass, (0,) + targets) if src
+                     else _ordered((0,), target_pass, targets))
         else:
             order = (0, 1)
-        rl = WindowStates(window.frames, order, window.frame_stack, self.crop, dev)
-        action = torch.from_numpy(window.action).to(dev)
-        reward = torch.from_numpy(window.reward).to(dev)
-        batch = _Batch(rl=rl, action=action[:, 0], reward=reward[:, 0],
-                       not_done=torch.from_numpy(window.not_done[:, 0]).to(dev),
+        rl = self._states(window, order)
+        action, reward = self._field(window, "action"), self._field(window, "reward")
+        batch = _Batch(rl=rl, action=action.select(-2, 0), reward=reward.select(-1, 0),
+                       not_done=self._field(window, "not_done").select(-1, 0),
                        target_pass=target_pass, merged_targets=merged)
         if aux is not None:
             if shared:
                 batch.aux, batch.aux_action, batch.aux_reward = rl, action, reward
             else:
-                w = replay.sample(c.batch_size, aux.horizon)
-                batch.aux = WindowStates(w.frames, _ordered(aux.source_states, aux.target_states),
-                                         w.frame_stack, self.crop, dev)
-                batch.aux_action = torch.from_numpy(w.action).to(dev)
-                batch.aux_reward = torch.from_numpy(w.reward).to(dev)
+                w = self._windows(replay, aux.horizon)
+                batch.aux = self._states(w, _ordered(aux.source_states, aux.target_states))
+                batch.aux_action, batch.aux_reward = self._field(w, "action"), self._field(w, "reward")
         if self.curl is not None:
             # Pixels: an independent crop of the same frames; states: the same vector.
-            batch.positive = (WindowStates(window.frames, (0,), window.frame_stack, self.crop,
-                                           dev).get((0,)) if self.pixels else rl.get((0,)))
+            batch.positive = (self._states(window, (0,)).get((0,)) if self.pixels
+                              else rl.get((0,)))
         return batch
 
     def _update_critic(self, batch: "_Batch", out: dict,
                        diagnostics: bool = False) -> torch.Tensor:
         """Passes 1-3; returns the target encoder's features of ``batch.target_pass``."""
-        c = self.config
+        c, b = self.config, self.config.batch_size
         with torch.no_grad():
-            _, next_pi, next_log_pi, _ = self.actor(self.actor.trunk(batch.rl.get((1,))))
-            features = self.critic_target.encoder(batch.rl.get(batch.target_pass)).view(
-                len(batch.target_pass), c.batch_size, -1)
-            next_q = self.critic_target.q_values(features[batch.target_pass.index(1)], next_pi)
-            next_v = next_q.min(0).values - self.log_alpha.exp() * next_log_pi[:, 0]
+            _, next_pi, next_log_pi, _ = self.actor(self.actor.trunk(batch.rl.get((1,))),
+                                                    noise=self._noise(b))
+            features = self.critic_target.encoder(batch.rl.get(batch.target_pass)).unflatten(
+                -2, (len(batch.target_pass), b))
+            next_q = self.critic_target.q_values(
+                features.select(-3, batch.target_pass.index(1)), next_pi)
+            alpha = self.log_alpha.exp().unsqueeze(-1)
+            next_v = next_q.min(-2).values - alpha * next_log_pi[..., 0]
             target_q = batch.reward + batch.not_done * c.discount * next_v
         q = self.critic(batch.rl.get((0,)), batch.action, detach_trunk=c.detach_encoder)
-        # MSE of Q1 plus MSE of Q2 (the mean over both, doubled)
-        critic_loss = 2.0 * F.mse_loss(q, target_q.expand_as(q))
+        # MSE of Q1 plus MSE of Q2 (the mean over both, doubled), per member
+        critic_loss = 2.0 * _mse(q, target_q.unsqueeze(-2).expand_as(q))
         self._step(critic_loss, "critic")
         out["critic_loss"] = critic_loss
         if diagnostics:
-            out["q_mean"] = q.detach().mean()
+            out["q_mean"] = q.detach().mean((-2, -1))
         return features
 
     def _source_pass(self, batch: "_Batch") -> dict:
@@ -285,7 +323,7 @@ class Agent:
         obs = batch.rl.get((0,))
         reused = None
         if source is not None and source["s0"] is not None:
-            reused = source["h"][source["s0"] * b:(source["s0"] + 1) * b].detach()
+            reused = source["h"].narrow(-2, source["s0"] * b, b).detach()
         with_grad = c.update_encoder_with_actorloss
         with torch.set_grad_enabled(with_grad):  # pass 4
             if self.tied:
@@ -296,21 +334,26 @@ class Agent:
             critic_h = reused if reused is not None else (
                 actor_h if self.tied else self.critic.encoder.trunk(obs))
             critic_feature = self.critic.encoder.head(critic_h)
-        _, pi, log_pi, log_std = self.actor(actor_h)
-        actor_q = self.critic.q_values(critic_feature, pi).min(0).values
-        alpha = self.log_alpha.exp()
-        actor_loss = (alpha.detach() * log_pi[:, 0] - actor_q).mean()
-        alpha_loss = (alpha * (-log_pi.detach() - self.target_entropy)).mean()
+        _, pi, log_pi, log_std = self.actor(actor_h, noise=self._noise(b))
+        actor_q = self.critic.q_values(critic_feature, pi).min(-2).values
+        alpha = self.log_alpha.exp()[..., None, None]  # () or (K,), before (B, 1) rows
+        actor_loss = (alpha.detach()[..., 0] * log_pi[..., 0] - actor_q).mean(-1)
+        alpha_loss = (alpha * (-log_pi.detach() - self.target_entropy)).mean((-2, -1))
         # inputs=: no gradient is computed for the critic's weights.
         self._step(actor_loss + alpha_loss, "actor", inputs=self._actor_grad)
         out.update(actor_loss=actor_loss, alpha_loss=alpha_loss)
         if diagnostics:
             with torch.no_grad():
-                entropy = 0.5 * log_std.shape[1] * (1.0 + math.log(2 * math.pi)) + log_std.sum(-1)
-                out.update(alpha=self.log_alpha.exp(), actor_entropy=entropy.mean())
+                entropy = 0.5 * log_std.shape[-1] * (1.0 + math.log(2 * math.pi)) + log_std.sum(-1)
+                out.update(alpha=self.log_alpha.exp(), actor_entropy=entropy.mean(-1))
 
+    @torch.no_grad()
     def _update_targets(self) -> None:
-        """EMA of the critic into its target: Q heads at ``critic_tau``, encoder at ``encoder_tau``."""
+        """EMA of the critic into its target: Q heads at ``critic_tau``, encoder at ``encoder_tau``.
+
+        Without gradient: an in-place lerp towards parameters that require grad would record
+        autograd history onto the target's tensors, one node more per target update for the
+        whole run, holding the online parameters' gradient accumulators."""
         for target, online, tau in self._ema_pairs:
             torch._foreach_lerp_(target, online, tau)
 
@@ -321,8 +364,8 @@ class Agent:
         features = None
         if batch.merged_targets:
             with torch.no_grad():
-                features = self.critic_target.encoder(batch.rl.get(batch.target_pass)).view(
-                    len(batch.target_pass), self.config.batch_size, -1)
+                features = self.critic_target.encoder(batch.rl.get(batch.target_pass)).unflatten(
+                    -2, (len(batch.target_pass), self.config.batch_size))
         return self._representation_terms(batch, self._source_pass(batch), features)
 
     def _representation_terms(self, batch: "_Batch", source: dict,
@@ -335,17 +378,20 @@ class Agent:
             return self.curl(head(source["h"]), positive)
         aux = self.aux
         src, tgt = aux.source_states, aux.target_states
-        online = head(source["h"]).view(len(src), b, -1) if src else None
+        # (..., n, B, d): one row block per offset, after the member axis if any
+        online = head(source["h"]).unflatten(-2, (len(src), b)) if src else None
         target = None
         if batch.merged_targets:
-            target = target_features[[batch.target_pass.index(j) for j in tgt]]
+            target = torch.stack([target_features.select(-3, batch.target_pass.index(j))
+                                  for j in tgt], dim=-3)
         elif tgt:
             with torch.no_grad():
                 encoder = self.critic_target.encoder if c.auxi_ema else self.critic.encoder
                 rest = tgt if c.auxi_ema else tuple(j for j in tgt if j not in src)
-                encoded = encoder(batch.aux.get(rest)).view(len(rest), b, -1) if rest else None
-                target = torch.stack([encoded[rest.index(j)] if j in rest
-                                      else online[src.index(j)].detach() for j in tgt])
+                encoded = encoder(batch.aux.get(rest)).unflatten(-2, (len(rest), b)) if rest else None
+                target = torch.stack([encoded.select(-3, rest.index(j)) if j in rest
+                                      else online.select(-3, src.index(j)).detach()
+                                      for j in tgt], dim=-3)
         return aux(online, target, batch.aux_action, batch.aux_reward)
 
     def _update_representation(self, batch: "_Batch", source: dict,
@@ -363,7 +409,7 @@ class Agent:
     def _step(self, loss: torch.Tensor, name: str, inputs: list | None = None) -> None:
         optimizer = self.optimizers[name]
         optimizer.zero_grad()
-        loss.backward(inputs=inputs)
+        self._total(loss).backward(inputs=inputs)
         optimizer.step()
 
     # ------------------------------------------------------------------ saving
@@ -389,6 +435,7 @@ class Agent:
 class _Batch:
     """The tensors of one update: the RL batch and, if any, the auxiliary / CURL inputs."""
     rl: WindowStates
+    # Shapes of a lone agent; a population's have a leading member axis (K, ...).
     action: torch.Tensor     # (B, action_dim) a_t
     reward: torch.Tensor     # (B,) r_t
     not_done: torch.Tensor   # (B,)

@@ -32,6 +32,12 @@ cross-entropy), the contrastive metrics use positive-only forms:
 
 A normalised metric (``nmse``, ``cos_sim``) on a 1-d target (a single reward) compares
 signs only and passes no gradient: a degenerate point of the search space, kept as is.
+
+Stacked members (``rl.population``; see ``rl.networks``): with parameters that carry a
+leading member axis K, :class:`AuxLoss` and :class:`Embedding` take and return tensors with
+that axis first; the predictor's BatchNorm normalises each member over its own batch and
+keeps its own running statistics, and the similarity is computed per member (the lone
+function under ``torch.vmap``), so each term comes back as (K,).
 """
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rl.networks import layer_norm, linear
 from spaces import Genome, build_error
 
 
@@ -52,7 +59,28 @@ class Embedding(nn.Module):
                                  nn.LayerNorm(feature_dim), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        first, second, norm, _ = self.net
+        return torch.tanh(layer_norm(linear(linear(x, first), second), norm))
+
+
+def stacked_batch_norm(x: torch.Tensor, norm: nn.BatchNorm1d) -> torch.Tensor:
+    """A BatchNorm1d with stacked (K, C) parameters on x (K, B, C): each member over its own batch.
+
+    The K members' channels side by side are K * C channels of one (B, K * C) batch norm,
+    whose running statistics are views of the stacked (K, C) buffers.
+    """
+    k, b, c = x.shape
+    if norm.training:
+        norm.num_batches_tracked.add_(1)
+    out = F.batch_norm(x.transpose(0, 1).reshape(b, k * c), norm.running_mean.view(-1),
+                       norm.running_var.view(-1), norm.weight.view(-1), norm.bias.view(-1),
+                       norm.training, norm.momentum, norm.eps)
+    return out.view(b, k, c).transpose(0, 1)
+
+
+def per_member(fn, *args: torch.Tensor):
+    """``fn(*args)`` on 2-d tensors, or per member over a leading member axis (``vmap``)."""
+    return fn(*args) if args[0].dim() == 2 else torch.vmap(fn)(*args)
 
 
 def info_nce(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,11 +173,18 @@ class AuxLoss(nn.Module):
         self.w = (nn.Parameter(torch.rand(self.target_dim, self.target_dim))
                   if genome.metric == "bilinear_inner_product" else None)
 
-    def _pick(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """``x[:, offsets]`` for the offsets ``name`` and x of shape (B, k, ...)."""
+    def _pick(self, name: str, x: torch.Tensor, dim: int) -> torch.Tensor:
+        """The time steps ``name`` of ``x`` along ``dim`` (the window axis)."""
         window = self._windows[name]
-        return x[:, window] if window is not None else x.index_select(
-            1, getattr(self, f"_{name}_index"))
+        if window is not None:
+            return x.narrow(dim, window.start, window.stop - window.start)
+        return x.index_select(dim, getattr(self, f"_{name}_index"))
+
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            return self.predictor(x)
+        first, norm, _, last = self.predictor
+        return linear(stacked_batch_norm(linear(x, first), norm).relu_(), last)
 
     def forward(self, source_states: torch.Tensor | None, target_states: torch.Tensor | None,
                 action: torch.Tensor, reward: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -159,26 +194,33 @@ class AuxLoss(nn.Module):
             source_states: (len(source_states), B, d) online features, or None if none.
             target_states: (len(target_states), B, d) target features, or None if none.
             action: (B, k, action_dim) a_t .. a_{t+k-1}; reward: (B, k).
+            Stacked members: each with a leading member axis (K, ...); terms come back (K,).
         """
-        b = action.shape[0]
+        rows = action.shape[:-2]  # (B,), stacked (K, B)
         pieces = []
         if self.source_states:
-            pieces.append(source_states.transpose(0, 1).reshape(b, -1))
+            pieces.append(source_states.transpose(-3, -2).reshape(*rows, -1))
         if self.source_actions:
-            a = self._pick("source_actions", action)
-            pieces.append((self.action_embed(a) if self.action_embed is not None else a).reshape(b, -1))
+            a = self._pick("source_actions", action, -2)
+            pieces.append((self.action_embed(a) if self.action_embed is not None else a
+                           ).reshape(*rows, -1))
         if self.source_rewards:
-            r = self._pick("source_rewards", reward)[:, :, None]
-            pieces.append((self.reward_embed(r) if self.reward_embed is not None else r).reshape(b, -1))
-        pred = self.predictor(torch.cat(pieces, dim=1))
+            r = self._pick("source_rewards", reward, -1).unsqueeze(-1)
+            pieces.append((self.reward_embed(r) if self.reward_embed is not None else r
+                           ).reshape(*rows, -1))
+        pred = self._predict(torch.cat(pieces, dim=-1))
         targets = []
         if self.target_states:
-            targets.append(target_states.transpose(0, 1).reshape(b, -1))
+            targets.append(target_states.transpose(-3, -2).reshape(*rows, -1))
         if self.target_actions:
-            targets.append(self._pick("target_actions", action).reshape(b, -1))
+            targets.append(self._pick("target_actions", action, -2).reshape(*rows, -1))
         if self.target_rewards:
-            targets.append(self._pick("target_rewards", reward))
-        target = torch.cat(targets, dim=1).detach()
-        loss, metrics = similarity_loss(pred, target, self.genome.metric, self.genome.negatives,
-                                        self.w)
+            targets.append(self._pick("target_rewards", reward, -1))
+        target = torch.cat(targets, dim=-1).detach()
+        metric, negatives = self.genome.metric, self.genome.negatives
+
+        def similarity(pred, target, w=None):
+            return similarity_loss(pred, target, metric, negatives, w)
+
+        loss, metrics = per_member(similarity, pred, target, *(() if self.w is None else (self.w,)))
         return {"loss_aux": self.coef * loss, **metrics}

@@ -92,6 +92,54 @@ def _save_video(path: Path, frames: list[np.ndarray], fps: int = 30) -> None:
     imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
 
 
+# Pieces of the loop that rl.cohort (K members at once) shares.
+def divergence(metrics: dict[str, float], env_step: int) -> str | None:
+    """Why a run stops after an update with these metrics (a non-finite one), or None."""
+    bad = next((k for k, v in metrics.items() if not math.isfinite(v)), None)
+    return f"diverged: non-finite {bad} at env step {env_step}" if bad else None
+
+
+def episode_row(step: int, repeat: int, episode: int, episode_return: float, duration: float,
+                max_episode_steps: int, sums: dict, counts: dict) -> dict:
+    """The train.csv row of an episode that ended before agent step ``step``."""
+    row = {"env_step": step * repeat, "episode": episode, "episode_return": episode_return,
+           "duration_s": round(duration, 3),
+           "steps_per_s": round(max_episode_steps * repeat / max(duration, 1e-9), 1)}
+    row.update({k: sums[k] / counts[k] for k in sums})
+    return row
+
+
+def save_checkpoint_files(run_dir: Path, config: TrainConfig, env_step: int,
+                          frames: list[np.ndarray] | None, state_dict, replay) -> None:
+    """What a checkpoint writes besides eval.csv, each if its flag asks: the first evaluation
+    episode's video, the agent's state (``state_dict()``), the replay."""
+    if frames:
+        _save_video(run_dir / "video" / f"{env_step}.mp4", frames)
+    if config.save_model:
+        (run_dir / "model").mkdir(exist_ok=True)
+        torch.save(state_dict(), run_dir / "model" / f"agent_{env_step}.pt")
+    if config.save_buffer:
+        (run_dir / "buffer").mkdir(exist_ok=True)
+        replay.save(run_dir / "buffer" / "replay.npz")
+
+
+def finish(curve: list[tuple[int, float]], failed: str | None, wall_start: float,
+           train_start: float, run_dir, seed: int, env_steps: int = 0) -> TrainResult:
+    """The run's result (also written to ``result.json`` in its run directory);
+    ``env_steps``: the environment steps trained."""
+    train_s = time.time() - train_start
+    returns = [r for _, r in curve]
+    result = TrainResult(
+        curve=tuple(curve),
+        approx_aulc=float(np.mean(returns)) if returns else float("nan"),
+        final_return=returns[-1] if returns else float("nan"),
+        wall_s=time.time() - wall_start, train_s=train_s, failed=failed,
+        run_dir=str(run_dir) if run_dir else None, seed=seed, env_steps=env_steps)
+    if run_dir is not None:
+        atomic_write_json(Path(run_dir) / "result.json", result.to_dict())
+    return result
+
+
 class _Progress:
     """One status line: steps, speed and the last evaluation return."""
 
@@ -174,14 +222,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, prog
         curve.append((env_step, float(np.mean(returns))))
         logger.eval(env_step, returns, time.time() - t0)
         bar.eval(env_step, curve[-1][1])
-        if frames:
-            _save_video(run_dir / "video" / f"{env_step}.mp4", frames)
-        if config.save_model and run_dir:
-            (run_dir / "model").mkdir(exist_ok=True)
-            torch.save(agent.state_dict(), run_dir / "model" / f"agent_{env_step}.pt")
-        if config.save_buffer and run_dir:
-            (run_dir / "buffer").mkdir(exist_ok=True)
-            replay.save(run_dir / "buffer" / "replay.npz")
+        if run_dir:
+            save_checkpoint_files(run_dir, config, env_step, frames, agent.state_dict, replay)
         if on_checkpoint is not None:
             on_checkpoint(tuple(curve))
 
@@ -193,12 +235,9 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, prog
             checkpoint(step)
         if over:
             if step > 0:
-                duration = time.time() - episode_start
-                row = {"env_step": step * repeat, "episode": episode,
-                       "episode_return": episode_return, "duration_s": round(duration, 3),
-                       "steps_per_s": round(env.max_episode_steps * repeat / max(duration, 1e-9), 1)}
-                row.update({k: sums[k] / counts[k] for k in sums})
-                logger.train(row)
+                logger.train(episode_row(step, repeat, episode, episode_return,
+                                         time.time() - episode_start, env.max_episode_steps,
+                                         sums, counts))
             obs = env.reset()
             replay.start_episode(obs)
             over, episode_return, episode_start, sums, counts = False, 0.0, time.time(), {}, {}
@@ -209,9 +248,8 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, prog
         else:
             action = agent.act(obs, sample=True)
             metrics = agent.update(replay, step, diagnostics=step % config.log_interval == 0)
-            bad = next((k for k, v in metrics.items() if not math.isfinite(v)), None)
-            if bad:
-                failed = f"diverged: non-finite {bad} at env step {step * repeat}"
+            failed = divergence(metrics, step * repeat)
+            if failed:
                 break
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -224,17 +262,7 @@ def train(config: TrainConfig, run_dir: str | os.PathLike | None = None, *, prog
     else:
         checkpoint(total)
 
-    train_s = time.time() - train_start
     bar.close()
     logger.close()
-    returns = [r for _, r in curve]
-    result = TrainResult(
-        curve=tuple(curve),
-        approx_aulc=float(np.mean(returns)) if returns else float("nan"),
-        final_return=returns[-1] if returns else float("nan"),
-        wall_s=time.time() - wall_start, train_s=train_s, failed=failed,
-        run_dir=str(run_dir) if run_dir else None, seed=config.seed,
-        env_steps=(step if failed else total) * repeat)
-    if run_dir is not None:
-        atomic_write_json(Path(run_dir) / "result.json", result.to_dict())
-    return result
+    return finish(curve, failed, wall_start, train_start, run_dir, config.seed,
+                  env_steps=(step if failed else total) * repeat)
