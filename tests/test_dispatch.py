@@ -41,7 +41,7 @@ def make_fake_train(state_dir: str, sleep: float = 0.5):
     OOM killer would), the second raises on every attempt, the third diverges; the rest
     train. Every call is logged as one JSON line."""
 
-    def fake_train(config, run_dir=None, *, progress=False, threads=None, seed=None):
+    def fake_train(config, run_dir=None, *, progress=False, threads=None, seed=None, **_):
         import signal
 
         key = f"{config.genome.id}-s{seed}"
