@@ -78,7 +78,8 @@ def make_fake_train(state_dir: str, sleep: float = 0.5):
 
 
 def run_search(tmp_path: Path, train_fn, budget=6, population=4, max_failures=1):
-    setup = build_setup("smoke", engine={"budget": budget, "population": population},
+    setup = build_setup("smoke", engine={"budget": budget, "population": population,
+                                         "finalist_seeds": 0, "rungs": ()},
                         dispatch={"max_failures": max_failures})
     engine = Engine(setup.engine)
     folder = RunFolder.create(tmp_path / "run", setup.to_config(), engine.state_dict(),

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -248,3 +249,32 @@ def test_eta_uses_the_probe_until_runs_finish_then_their_mean_duration():
     assert Eta().seconds_left(3) is None                             # nothing known yet
     from search.runs.display import clock as text
     assert text(3 * 86400 + 3725) == "3d 1:02:05"
+
+
+def test_a_result_line_waits_for_the_next_job_so_running_counts_it():
+    """Off a terminal a result's line settles: it is printed at the next update (the job
+    that takes the freed slot), with the counts then, or after settle_s at the latest."""
+    out, clock = io.StringIO(), Clock()
+    display = Display(out, tty=False, now=clock, eta=Eta(run_s=10.0, slots=2, now=clock))
+    display.update(Snapshot(1, 4, 1, 0, 2, "candidates"), "abc: fitness 1", settle_s=30)
+    assert out.getvalue() == ""
+    display.update(Snapshot(1, 4, 2, 0, 1, "candidates"), quiet=True)   # the next job started
+    assert out.getvalue().count("\n") == 1 and "running 2" in out.getvalue()
+    assert out.getvalue().rstrip().endswith("abc: fitness 1")
+    display.update(Snapshot(2, 4, 1, 0, 1, "candidates"), "def: fitness 2", settle_s=0.05)
+    time.sleep(0.3)                                                      # nothing came: printed
+    assert out.getvalue().count("\n") == 2 and "def: fitness 2" in out.getvalue()
+
+
+def test_planted_status_counts_are_current(tmp_path, capsys):
+    """The planted benchmark prints at most a line a second, each with fresh counts."""
+    assert main(["--preset", "smoke", "--fitness", "planted:a2-winner", "--budget", "300",
+                 "--population", "10", "--run", str(tmp_path / "p")]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[")]
+    assert lines
+    for line in lines:
+        done = int(line.split("candidates ")[1].split("/")[0])
+        generation = int(line.split("(gen ")[1].split(",")[0])
+        # generation g starts after 10 + 8 (g - 1) genomes (10 a generation, 2 survive)
+        assert done >= (10 + 8 * (generation - 1) if generation else 1), line
+        assert "best -" not in line

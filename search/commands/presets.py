@@ -39,12 +39,12 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "smoke",
         "a CI check of every phase in minutes: rungs with stopped candidates, finalist seeds, "
         "the held-out verdict",
-        engine={"strategy": "generational", "population": 3, "budget": 6,
+        engine={"strategy": "generational", "population": 2, "budget": 5,
                 "rungs": (800, 1200), "reduction": 2, "finalist_seeds": 2},
         train={"domain_name": "cartpole_swingup", **_STATE_NET, "batch_size": 64,
                "hidden_dim": 64, "num_train_steps": 2000, "init_steps": 100,
                "eval_freq": 400, "num_eval_episodes": 1, "replay_buffer_capacity": 10_000},
-        verdict={"top": 1, "seeds": 2},
+        verdict={"top": 1, "seeds": 2, "references": ("sac", "state-sac")},
     ),
     Preset(
         # The paper's vector search task, where losses differ (A2-winner 410 vs SAC 151 at

@@ -54,7 +54,8 @@ class EvalSession:
             event = f"{spec.key}: {record['status']}: {record['failed']}"
         if outcome.dropped:
             event += f" (not shipped back, too large: {', '.join(outcome.dropped)})"
-        self.display.update(self.snapshot(), event, important=record["status"] != "done")
+        self.display.update(self.snapshot(), event, important=record["status"] != "done",
+                            settle_s=0.5)
 
     def at_checkpoint(self, job: Job, env_step: int, aulc: float) -> bool:
         return True  # evaluation runs are never stopped (and report no rungs)

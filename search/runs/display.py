@@ -90,6 +90,8 @@ class Display:
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
         self._drawn = False
+        self._pending: str | None = None      # a settling event line (plain output)
+        self._timer: threading.Timer | None = None
 
     # ------------------------------------------------------------- text
     def eta_text(self, snap: Snapshot) -> str:
@@ -115,14 +117,25 @@ class Display:
             self.log(line)
 
     def update(self, snap: Snapshot, event: str | None = None, important: bool = False,
-               quiet: bool = False) -> None:
+               quiet: bool = False, settle_s: float = 0.0) -> None:
         """New counts after ``event``; ``important`` events stay on screen on a terminal;
-        ``quiet`` ones (a job started) only redraw the terminal line."""
+        ``quiet`` ones (a job started) only redraw the terminal line.
+
+        ``settle_s``: off a terminal, print the event's line only once the next update
+        comes (or that many seconds pass), with the counts then: a result frees a slot that
+        the next job fills a moment later, and "running" should count it."""
         with self._lock:
             self.snapshot = snap
+            if not self.tty:
+                self._print_pending()
             if quiet and not self.tty:
                 return
-            if self.tty:
+            if not self.tty and settle_s > 0 and event:
+                self._pending = event
+                self._timer = threading.Timer(settle_s, self._settled)
+                self._timer.daemon = True
+                self._timer.start()
+            elif self.tty:
                 if important and event:
                     self._clear()
                     print(event, file=self.stream, flush=True)
@@ -132,6 +145,20 @@ class Display:
                 print(text, file=self.stream, flush=True)
         if self.log and event and not quiet:
             self.log(event)
+
+    def _print_pending(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._pending is not None and self.snapshot is not None:
+            print(self.status_line(self.snapshot) + f" | {self._pending}", file=self.stream,
+                  flush=True)
+        self._pending = None
+
+    def _settled(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._print_pending()
 
     def _draw(self) -> None:
         if not self.tty or self.snapshot is None:
@@ -162,6 +189,7 @@ class Display:
         if self._ticker is not None:
             self._ticker.join(timeout=2)
         with self._lock:
+            self._print_pending()
             if self.tty and self._drawn:
                 self.stream.write("\n")
                 self.stream.flush()

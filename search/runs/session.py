@@ -109,8 +109,15 @@ class SearchSession:
                      f"fitness {outcome.fitness:.4g} ({where}, {short_worker(outcome.worker)})")
         else:
             event = f"FAILED {c.id} seed {trial.seed}: {outcome.problem} ({where})"
-        self.display.update(self.snapshot(force=outcome.problem is not None), event,
-                            important=outcome.problem is not None)
+        important = outcome.problem is not None
+        before = self._snapshot_at
+        snap = self.snapshot(force=important)
+        if self.min_interval_s and self._snapshot_at == before and not important:
+            # throttled (the planted benchmark): a line only with fresh counts, once a second
+            self.display.update(snap, quiet=True)
+        else:
+            self.display.update(snap, event, important=important,
+                                settle_s=0.0 if self.min_interval_s else 0.5)
 
     def save(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._saved_at < self.min_interval_s:
