@@ -121,6 +121,7 @@ def test_finalists_have_their_seeds_and_finalist_and_verdict_runs_were_never_sto
                 assert results[int(seed)]["steps"] == 2000
     rows = [r for r in rows_of(run / "population.csv") if r["status"] == "trained"]
     assert all(len(r["seeds"].split(";")) == 3 and r["fitness_se"] for r in rows)
+    assert len(list((run / "verdict" / "records").glob("*.json"))) == 6
     for record in (run / "verdict" / "records").glob("*.json"):
         data = json.loads(record.read_text())
         assert data["status"] == "done" and data["steps"] == 2000 and data["curve"][-1][0] == 2000
@@ -130,7 +131,7 @@ def test_winners_are_named_first_on_seeds_no_selection_used(searched):
     run, calls = searched
     names = json.loads((run / "verdict" / "names.json").read_text())
     records = [json.loads(p.read_text()) for p in (run / "verdict" / "records").glob("*.json")]
-    assert names["winners"] and len(records) == 4 * 2  # (1 winner + 3 references) x 2 seeds
+    assert names["winners"] and len(records) == 3 * 2  # (1 winner + SAC, SAC-state) x 2 seeds
     named_at = (run / "verdict" / "names.json").stat().st_mtime
     assert all(p.stat().st_mtime >= named_at for p in (run / "verdict" / "records").glob("*.json"))
     selection_seeds = {int(s) for r in rows_of(run / "population.csv") if r["seeds"]
