@@ -1,3 +1,9 @@
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before any test module imports dm_control
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long tests (marked slow) first, so that with two workers none starts last and
+    runs alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

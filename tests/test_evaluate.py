@@ -3,6 +3,7 @@ report; end to end with the real rl.train (skipped until it can train)."""
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -187,6 +188,7 @@ def test_top_k_of_a_search(tmp_path):
     (["--loss", "a2-winner", "--cpus_per_run", "0"], "--cpus_per_run: expected a number > 0, got 0.0"),
     (["--loss", "a2-winner", "--gpus_per_run", "-1"], "--gpus_per_run: expected a number >= 0"),
     (["--loss", "a2-winner", "--max_failures", "-1"], "--max_failures: expected an integer >= 0"),
+    (["--loss", "a2-winner", "--members_per_trial", "0"], "--members_per_trial: expected an integer >= 1"),
     (["--loss", "a2-winner", "--save_buffer"], "--save_buffer: a replay buffer"),
     (["--report", "--run", "{tmp}/empty"], "holds no evaluation (eval_config.json)"),
 ])
@@ -294,6 +296,7 @@ class TestOnRay:
         assert ray.is_initialized()  # the instance it found is left to whoever started it
 
 
+@pytest.mark.slow
 def test_killed_evaluation_resumes_without_retraining(tmp_path):
     """kill -9 the driver after a run is recorded; --resume trains only the others."""
     run, calls = tmp_path / "e", tmp_path / "calls"
@@ -405,6 +408,7 @@ def _evaluate(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 @needs_real_train
 def test_must_show_command_trains_and_reports(tmp_path):
     """The issue's command with real training (CI-sized networks) to its report: every run
@@ -412,7 +416,8 @@ def test_must_show_command_trains_and_reports(tmp_path):
     a2-winner, SAC and CURL. (Killed and resumed: test_killed_evaluation_resumes_without_
     retraining above, and the pre-layout fixture folder in tests/test_compat.py.)"""
     run = tmp_path / "e"
-    args = MUST_SHOW + FAST + ["--num_train_steps", "2000", "--run", str(run), "--quiet"]
+    args = MUST_SHOW + FAST + ["--num_train_steps", "1600", "--eval_freq", "800", "--run", str(run),
+                               "--quiet"]
     out = _evaluate(args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(list((run / "records").glob("*.json"))) == 6
@@ -426,11 +431,11 @@ def test_must_show_command_trains_and_reports(tmp_path):
     with open(run / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["loss"] for r in rows} == {"a2-winner", "SAC", "CURL"}
-    assert {r["metric"] for r in rows} == {"return@2000", "aulc"}
+    assert {r["metric"] for r in rows} == {"return@1600", "aulc"}
     assert all(r["n"] == "2" and math.isfinite(float(r["mean"])) for r in rows)
     with open(run / "curves.csv") as f:
         curves = list(csv.DictReader(f))
-    assert sorted({int(r["env_step"]) for r in curves}) == [0, 1000, 2000]
+    assert sorted({int(r["env_step"]) for r in curves}) == [0, 800, 1600]
     assert len(curves) == 6 * 3
     md = (run / "summary.md").read_text()
     assert "| cartpole_swingup |" in md and "a2-winner | SAC |" in md
@@ -453,3 +458,32 @@ def test_top_two_of_a_search_folder(tmp_path, capsys):
     assert all(r["status"] == "done" for r in records.values())
     assert {r["loss"] for r in records.values()} == {
         f"top1-{named('curl-like').id}", f"top2-{named('forward-dynamics').id}"}
+
+
+# ---------------------------------------------------------------- cohort trials
+def test_seeds_of_a_loss_train_as_one_cohort_trial_and_resume_per_member(tmp_path, capsys):
+    """--members_per_trial 3: each loss's 3 seeds are one Tune trial (2 trials for 6 runs),
+    every member recorded with its own run folder; a member whose record is lost is trained
+    again alone on --resume, and no other."""
+    run, calls = tmp_path / "e", tmp_path / "calls"
+    calls.mkdir()
+    train = functools.partial(fake_train, calls=str(calls))
+    args = ["--loss", "a2-winner", "--baselines", "sac", "--seeds", "1,2,3",
+            "--members_per_trial", "3", "--num_cpus", "2", "--run", str(run)] + FAKE_FLAGS
+    assert evaluate.main(args, train_fn=train, probe_fn=fake_probe) == 0, capsys.readouterr().err
+    records = store.load_records(run)
+    assert len(records) == 6 and all(r["status"] == "done" for r in records.values())
+    assert all((run / "runs" / key / "eval.csv").is_file() for key in records)
+    trials = [p for p in run.rglob("trial_*") if p.is_dir()]
+    assert len(trials) == 2, trials
+    assert json.loads((run / "eval_config.json").read_text())["dispatch"]["members_per_trial"] == 3
+    lost = "SAC__cartpole_swingup__s2"
+    (run / "records" / f"{lost}.json").unlink()
+    assert evaluate.main(["--resume", "--run", str(run), "--quiet"], train_fn=train,
+                         probe_fn=fake_probe) == 0
+    counts = {}
+    for path in calls.iterdir():
+        tag = path.name.split(".")[0]
+        counts[tag] = counts.get(tag, 0) + 1
+    assert counts.pop("pixel_sac-cartpole_swingup-2") == 2 and set(counts.values()) == {1}
+    assert store.load_records(run)[lost]["status"] == "done"

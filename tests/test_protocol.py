@@ -118,13 +118,13 @@ def test_finalists_have_their_seeds_and_finalist_and_verdict_runs_were_never_sto
         for seed, kind in kinds.items():
             if kind == "finalist":
                 assert results[int(seed)]["stopped_at"] is None
-                assert results[int(seed)]["steps"] == 2000
+                assert results[int(seed)]["steps"] == 1600
     rows = [r for r in rows_of(run / "population.csv") if r["status"] == "trained"]
     assert all(len(r["seeds"].split(";")) == 3 and r["fitness_se"] for r in rows)
     assert len(list((run / "verdict" / "records").glob("*.json"))) == 6
     for record in (run / "verdict" / "records").glob("*.json"):
         data = json.loads(record.read_text())
-        assert data["status"] == "done" and data["steps"] == 2000 and data["curve"][-1][0] == 2000
+        assert data["status"] == "done" and data["steps"] == 1600 and data["curve"][-1][0] == 1600
 
 
 def test_winners_are_named_first_on_seeds_no_selection_used(searched):

@@ -22,7 +22,7 @@ def test_driver_killed_in_every_phase_then_resumed(tmp_path):
     training, finalist seeds, the verdict; bench/kill_resume.py does ten kills), each time
     resumed: the budget is met and the verdict complete, no result is recorded twice, and
     none recorded before a kill is trained again after it."""
-    outcome = kill_and_resume(tmp_path, ("result", "finalist", "rung", "verdict"), budget=8, sleep=1.0)
+    outcome = kill_and_resume(tmp_path, ("finalist", "rung", "verdict"), budget=8, sleep=0.5)
     assert check(outcome) == []
     assert {k["where"] for k in outcome["kills"]} >= {"finalist", "verdict"}
     assert "rung" in {k["where"] for k in outcome["kills"]} or any(

@@ -42,8 +42,8 @@ def test_smoke_preset_runs_every_phase_on_ray_workers(tmp_path):
     assert len(settled) == 5 and len({r["id"] for r in settled}) == 5
     trained = [r for r in settled if r["status"] == "trained"]
     stopped = [r for r in settled if r["status"] == "stopped"]
-    assert stopped and all(int(r["steps"]) == int(r["stopped_at"]) < 2000 for r in stopped)
-    assert all(len(r["seeds"].split(";")) == 3 and int(r["steps"]) == 2000 for r in trained)
+    assert stopped and all(int(r["steps"]) == int(r["stopped_at"]) < 1600 for r in stopped)
+    assert all(len(r["seeds"].split(";")) == 3 and int(r["steps"]) == 1600 for r in trained)
     ids = {r["id"] for r in rows}
     assert {int(r["generation"]) for r in settled} >= {0, 1}
     children = [r for r in settled if int(r["generation"]) > 0]
@@ -61,6 +61,15 @@ def test_smoke_preset_runs_every_phase_on_ray_workers(tmp_path):
     assert config["train"]["domain_name"] == "cartpole_swingup" and config["train"]["action_repeat"] == 8
     verdict = list((run / "verdict" / "records").glob("*.json"))
     assert len(verdict) == 6 and (run / "verdict" / "names.json").is_file()
+    # members_per_trial 2: each loss's two held-out seeds trained as one cohort (rl.cohort),
+    # in one process, ending together
+    by_loss: dict[str, list[dict]] = {}
+    for path in verdict:
+        record = json.loads(path.read_text())
+        by_loss.setdefault(record["loss"], []).append(record)
+    for loss, pair in by_loss.items():
+        assert len(pair) == 2 and pair[0]["worker"] == pair[1]["worker"], loss
+        assert abs(pair[0]["wall_s"] - pair[1]["wall_s"]) < 0.5, loss
     # Ray/Tune stayed silent: only our lines (one per event, stdout is not a terminal).
     for noise in ("Trial status", "View detailed results", "╭", "(raylet)", "INFO"):
         assert noise not in done.stdout + done.stderr
@@ -109,6 +118,7 @@ def planted_run(tmp_path, capsys):
     (["--preset", "smoke", "--cpus_per_candidate", "3", "--num_cpus", "2"],
      "--cpus_per_candidate: 3 is more than the 2 CPUs of the Ray cluster"),
     (["--preset", "smoke", "--max_failures", "-2"], "--max_failures"),
+    (["--preset", "smoke", "--members_per_trial", "0"], "--members_per_trial: expected an integer >= 1"),
     (["--preset", "smoke", "--domain_name", "cheetah_sprint"], "--domain_name"),
     (["--preset", "smoke", "--batch_size", "0"], "--batch_size"),
     (["--preset", "smoke", "--encoder_type", "resnet"], "--encoder_type"),
@@ -172,7 +182,7 @@ def test_presets_resolve_and_flags_override_them():
     smoke = build_setup("smoke")
     assert (smoke.engine.population, smoke.engine.budget) == (2, 5)
     assert (smoke.engine.rungs, smoke.engine.finalist_seeds, smoke.verdict.top) == ((800, 1200), 2, 1)
-    assert (smoke.train.batch_size, smoke.train.hidden_dim, smoke.train.num_train_steps) == (64, 64, 2000)
+    assert (smoke.train.batch_size, smoke.train.hidden_dim, smoke.train.num_train_steps) == (64, 64, 1600)
     assert (smoke.train.init_steps, smoke.train.eval_freq, smoke.train.num_eval_episodes) == (100, 400, 1)
     assert smoke.train.encoder_type == "ofe" and smoke.train.encoder_hidden_size == 40
     cpu = build_setup("cpu")  # the paper's vector Cheetah-Run search

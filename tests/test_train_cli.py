@@ -47,6 +47,7 @@ def test_readme_commands_are_the_ones_in_shared_seed():
     assert COMMANDS == README_COMMANDS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", README_COMMANDS, ids=[
     "a2winner-pixel", "a2winner-ofe", "a2winnerv-pixel", "a2winnerv-ofe", "sac-pixel", "sac-mlp",
     "sac-ofe", "curl-pixel", "curl-mlp", "curl-ofe"])

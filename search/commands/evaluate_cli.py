@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--gpus_per_run", type=float, default=0.0)
     run.add_argument("--max_failures", type=int, default=2, help="retries of a crashed run")
     run.add_argument("--max_concurrent", type=int, help="runs at once (default: as many as fit)")
+    run.add_argument("--members_per_trial", type=int, default=1,
+                     help="seeds of one loss trained as one batched model in a trial (1: a "
+                          "trial each)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
     train = p.add_argument_group("training flags (as train.py)")
     add_config_flags(train, skip=OWN_FIELDS)
@@ -113,7 +116,8 @@ def dispatch_from_args(args: argparse.Namespace) -> DispatchConfig:
     try:
         return DispatchConfig(address=args.address, num_cpus=args.num_cpus,
                               cpus_per_trial=args.cpus_per_run, gpus_per_trial=args.gpus_per_run,
-                              max_failures=args.max_failures, max_concurrent=args.max_concurrent)
+                              max_failures=args.max_failures, max_concurrent=args.max_concurrent,
+                              members_per_trial=args.members_per_trial)
     except DispatchError as err:
         raise err.as_flags(FIELDS_TO_FLAGS) from None
 
@@ -178,7 +182,7 @@ def execute(plan: Plan, run_dir: Path, dispatch: DispatchConfig, *, argv: Sequen
             return 2
         if not (run_dir / store.CONFIG_FILE).is_file():
             store.write_config(run_dir, plan, argv, dispatch.to_dict())
-        session = EvalSession(plan, run_dir, display)
+        session = EvalSession(plan, run_dir, display, dispatch.members_per_trial > 1)
         display.eta.slots = slots
         display.log = lambda line: _log(run_dir, line)
         lines = [f"evaluation: {len(plan.losses)} losses x {len(plan.tasks)} tasks x "

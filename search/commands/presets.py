@@ -41,24 +41,30 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         "the held-out verdict",
         engine={"strategy": "generational", "population": 2, "budget": 5,
                 "rungs": (800, 1200), "reduction": 2, "finalist_seeds": 2},
+        # evaluation episodes (1000 physics steps each) are most of a run: five of them
         train={"domain_name": "cartpole_swingup", **_STATE_NET, "batch_size": 64,
-               "hidden_dim": 64, "num_train_steps": 2000, "init_steps": 100,
+               "hidden_dim": 64, "num_train_steps": 1600, "init_steps": 100,
                "eval_freq": 400, "num_eval_episodes": 1, "replay_buffer_capacity": 10_000},
+        dispatch={"members_per_trial": 2},
         verdict={"top": 1, "seeds": 2, "references": ("sac", "state-sac")},
     ),
     Preset(
         # The paper's vector search task, where losses differ (A2-winner 410 vs SAC 151 at
-        # 100k, 3 seeds; SPEC section 4b). Sized from measured speed so that everything,
-        # verdict included, ends in about two hours on a 2-core laptop (bench/RESULTS.md).
+        # 100k, 3 seeds; SPEC section 4b). Sized from measured speed (a 100k run takes ~8 min
+        # on one core here: a 18 ms update, 25k of them) so that everything, verdict
+        # included, ends in about two and a half hours on a 2-core laptop: 8 genomes, the
+        # first 4 with 3 seeds, then a 5-seed verdict of the winner and 3 references, the
+        # seeds of each loss as one batched model (1.3-1.5x on CPU, bench/RESULTS.md).
         "cpu",
         "the paper's vector Cheetah-Run search on a laptop: early stopping at rungs, seeds for "
         "finalists, a held-out verdict against SAC, state SAC and A2-winner",
-        engine={"strategy": "generational", "population": 6, "budget": 16,
+        engine={"strategy": "generational", "population": 4, "budget": 8,
                 "rungs": (50_000, 70_000), "reduction": 3, "finalist_seeds": 2},
         train={"domain_name": "cheetah_run", **_STATE_NET, "batch_size": 128,
                "hidden_dim": 256, "num_train_steps": 100_000, "eval_freq": 10_000,
                "num_eval_episodes": 10},
-        verdict={"top": 2, "seeds": 5},
+        dispatch={"members_per_trial": 5},
+        verdict={"top": 1, "seeds": 5},
     ),
     Preset(
         # The paper's image search: pixel cheetah_run, the released code's training
@@ -73,7 +79,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
                 "finalist_seeds": 2},
         train={"domain_name": "cheetah_run", "encoder_type": "pixel", "num_train_steps": 100_000,
                "eval_freq": 10_000, "num_eval_episodes": 10},
-        dispatch={"cpus_per_trial": 2, "gpus_per_trial": 0.25},
+        dispatch={"cpus_per_trial": 2, "gpus_per_trial": 0.25, "members_per_trial": 5},
         verdict={"top": 5, "seeds": 5},
     ),
 )}

@@ -51,6 +51,8 @@ DISPATCH_FLAGS = {
     "gpus_per_candidate": (float, "GPUs per trial; fractions share a GPU between candidates"),
     "max_failures": (int, "retries of a crashed trial before it is recorded as failed"),
     "max_concurrent": (int, "trials at once (default: as many as the resources hold)"),
+    "members_per_trial": (int, "seeds of one genome trained as one batched model in a trial "
+                               "(finalist seeds, the verdict's seeds; 1: a trial each)"),
 }
 TRAIN_FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_OVERRIDABLE)
 

@@ -175,7 +175,7 @@ def run_verdict(setup: SearchSetup, engine: Any, run: Path, display: Any, *,
     winners = ", ".join(f"{w['id']} ({w['fitness']:.4g})" for w in named.winners)
     phase = Display(display.stream, tty=display.tty, log=display.log,
                     eta=Eta(run_s=display.eta.run_s, slots=display.eta.slots))
-    session = EvalSession(plan, folder, phase)
+    session = EvalSession(plan, folder, phase, setup.dispatch.members_per_trial > 1)
     with phase:
         phase.info(f"verdict: named {winners}; {len(plan.runs)} runs ({len(plan.losses)} losses x "
                    f"{len(named.seeds)} held-out seeds {', '.join(map(str, named.seeds))}), "

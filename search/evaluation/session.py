@@ -11,15 +11,20 @@ from search.runs.jobs import Job, Outcome, short_worker
 
 
 class EvalSession:
-    """Every run of ``plan`` that ``run_dir`` does not hold as done or diverged."""
+    """Every run of ``plan`` that ``run_dir`` does not hold as done or diverged; with
+    ``seeds_together`` (cohort trials) handed out loss by loss and task by task, the seeds
+    of each in a row, else in the plan's order (seed by seed)."""
 
-    def __init__(self, plan: Plan, run_dir: Path, display: Display) -> None:
+    def __init__(self, plan: Plan, run_dir: Path, display: Display,
+                 seeds_together: bool = False) -> None:
         self.plan, self.run_dir, self.display = plan, Path(run_dir), display
         self.records = load_records(run_dir)
         self.todo: list[RunSpec] = [r for r in plan.runs
                                     if self.records.get(r.key, {}).get("status") not in FINAL]
         self.recorded_before = len(plan.runs) - len(self.todo)
         self._queue = list(self.todo)
+        if seeds_together:
+            self._queue.sort(key=lambda r: (r.loss, r.task))
         self._live: dict[str, RunSpec] = {}
 
     # ------------------------------------------------------------ JobSource

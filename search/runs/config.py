@@ -46,6 +46,8 @@ class DispatchConfig:
     gpus_per_trial: float = 0.0           # fractions share a GPU between trials
     max_failures: int = 2                 # retries of a crashed trial before it counts as failed
     max_concurrent: int | None = None     # None: as many as the cluster's resources hold
+    members_per_trial: int = 1            # seeds of one loss trained as one batched model in
+                                          # a trial, for runs never stopped (search/runs/cohorts.py)
 
     def __post_init__(self) -> None:
         def need(ok: bool, field: str, want: str) -> None:
@@ -62,6 +64,8 @@ class DispatchConfig:
              "a number >= 0")
         need(_integer(self.max_failures) and self.max_failures >= 0, "max_failures",
              "an integer >= 0")
+        need(_integer(self.members_per_trial) and self.members_per_trial >= 1,
+             "members_per_trial", "an integer >= 1")
         need(self.max_concurrent is None or (_integer(self.max_concurrent) and self.max_concurrent >= 1),
              "max_concurrent", "an integer >= 1")
         if self.address and self.num_cpus is not None:

@@ -33,16 +33,22 @@ class Job:
     keep_files: bool = False     # ship the run's own folder back (evaluations), or only scores
     rungs: tuple[int, ...] = ()  # env steps where the trial reports its AULC so far (a
                                  # scheduler may stop it there; search/runs/tuner.py)
+    members: tuple["Job", ...] = ()  # a cohort: these jobs (seeds of ``config``) as one batched
+                                     # model in one trial (search/runs/cohorts.py)
 
     def params(self) -> dict[str, Any]:
         """What the Tune trial receives (JSON-safe)."""
-        return {"key": self.key, "train": self.config.to_dict(), "keep_files": self.keep_files,
-                "rungs": list(self.rungs)}
+        params = {"key": self.key, "train": self.config.to_dict(), "keep_files": self.keep_files,
+                  "rungs": list(self.rungs)}
+        if self.members:
+            params["members"] = [m.params() for m in self.members]
+        return params
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> "Job":
         return cls(params["key"], TrainConfig.from_dict(params["train"]), bool(params["keep_files"]),
-                   tuple(int(r) for r in params.get("rungs", ())))
+                   tuple(int(r) for r in params.get("rungs", ())),
+                   tuple(cls.from_params(m) for m in params.get("members", ())))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,11 +172,15 @@ def execute(params: Mapping[str, Any], *, threads: int, use_gpu: bool, train_fn:
     """The body of one trial, in a Ray worker: train the job, ``report`` its metrics."""
     started = time.time()
     job = Job.from_params(params)
+    given = train_fn is not None
     if train_fn is None:
         from rl.train import train as train_fn
     config = job.config
     if not use_gpu and config.device == "auto":
         config = config.replace(device="cpu")  # Ray gave this trial no GPU: do not take one
+    if job.members:
+        report(_train_cohort(job, config, threads, train_fn if given else None, started))
+        return
     options: dict[str, Any] = {"threads": threads, "seed": config.seed}
     if job.rungs:
         def at_checkpoint(curve: Sequence[Sequence[float]]) -> None:
@@ -187,3 +197,30 @@ def execute(params: Mapping[str, Any], *, threads: int, use_gpu: bool, train_fn:
         folder = Path(tmp) / "run"
         files, dropped = pack_files(folder) if folder.is_dir() else ({}, [])
     report(report_metrics(result, started, files, dropped))
+
+
+def _train_cohort(job: Job, config: TrainConfig, threads: int, train_fn: TrainFn | None,
+                  started: float) -> dict[str, Any]:
+    """A cohort trial's body: its members' seeds as one batched model (``rl.cohort``), or,
+    with a stand-in ``train_fn`` (tests), one after another; each member's metrics (and
+    files) as a lone trial reports them, in ``members`` (a JSON string, as Tune flattens
+    nested dicts)."""
+    seeds = [m.config.seed for m in job.members]
+    with tempfile.TemporaryDirectory(prefix="a2ls-cohort-") as tmp:
+        dirs = [Path(tmp) / f"member{i}" for i in range(len(seeds))] if job.keep_files else None
+        if train_fn is None:
+            from rl.cohort import train_cohort
+
+            results = train_cohort(config, seeds, dirs, threads=threads)
+        else:
+            results = [train_fn(config.replace(seed=seed), dirs[i] if dirs else None,
+                                threads=threads, seed=seed) for i, seed in enumerate(seeds)]
+        members = []
+        for i, result in enumerate(results):
+            folder = dirs[i] if dirs else None
+            files, dropped = pack_files(folder) if folder is not None and folder.is_dir() else ({}, [])
+            members.append(report_metrics(result, started, files, dropped))
+    scores = [m["approx_aulc"] for m in members if math.isfinite(m["approx_aulc"])]
+    return {"approx_aulc": sum(scores) / len(scores) if scores else float("nan"), "final": True,
+            "steps": max(m["steps"] for m in members), "worker": worker_name(),
+            "members": json.dumps(members)}

@@ -16,6 +16,7 @@ that diverges is not a crash: it is reported with ``failed`` set, and not retrie
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -25,6 +26,7 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from search.runs.cluster import concurrency
+from search.runs.cohorts import Cohorts
 from search.runs.config import DispatchConfig
 from search.runs.jobs import Job, Outcome, TrainFn, execute
 
@@ -99,6 +101,18 @@ class JobSearcher(Searcher):
             return
         tune_trial = self.tune_trials.get(trial_id)
         failures = tune_trial.run_metadata.num_failures if tune_trial is not None else 0
+        if job.members:  # a cohort: each member recorded as its own job
+            if error:
+                message = error_text(tune_trial) + f" (after {max(1, failures)} attempts)"
+                outcomes = [Outcome(error=message, attempts=max(1, failures))] * len(job.members)
+            elif result and "members" in result:
+                outcomes = [Outcome.from_metrics(m, attempts=failures + 1)
+                            for m in json.loads(result["members"])]
+            else:  # interrupted before its report: still to do, as for a lone trial
+                return
+            for member, outcome in zip(job.members, outcomes):
+                self.guarded(self.source.record, member, outcome)
+            return
         if error:  # every attempt failed
             message = error_text(tune_trial) + f" (after {max(1, failures)} attempts)"
             self.guarded(self.source.record, job, Outcome(error=message, attempts=max(1, failures)))
@@ -207,6 +221,8 @@ def run_jobs(source: JobSource, dispatch: DispatchConfig, storage: Path, *,
     """Run the source's jobs on the Ray instance this process is connected to, until the
     source is finished or Tune stops (Ctrl-C: the run folder holds what a resume needs)."""
     limit = concurrency(dispatch)  # also refuses trials the cluster cannot hold
+    if dispatch.members_per_trial > 1:
+        source = Cohorts(source, dispatch.members_per_trial)
     searcher = JobSearcher(source)
     scheduler = RungScheduler(searcher)
     tuner = tune.Tuner(
