@@ -14,6 +14,7 @@ from rl.config import TrainConfig, resolve
 from search.evaluation.verdict import VerdictConfig
 from search.evolution.engine import EngineConfig
 from search.evolution.operators import genome_from_text
+from search.evolution.planted import PLANTED_PREFIX, check_noise, is_planted, parse_planted
 from search.runs.config import DispatchConfig
 from spaces import Genome, GenomeError
 
@@ -112,6 +113,10 @@ class SearchSetup:
     train: TrainConfig          # resolved; genome and seed are set per candidate
     dispatch: DispatchConfig
     verdict: VerdictConfig = VerdictConfig()
+    # Noise of a planted fitness, in units of the similarity's std over random genomes
+    # (search/evolution/planted.py). 0, the flag's default: exact, as before noise existed;
+    # 1 is the seed-to-seed std measured on cheetah_run (SPEC section 4b).
+    planted_noise: float = 0.0
 
     @property
     def planted_target(self) -> Genome | None:
@@ -131,7 +136,8 @@ class SearchSetup:
         engine["rungs"] = list(engine["rungs"])
         return {"preset": self.preset, "fitness": self.fitness, "search": engine,
                 "train": train, "verdict": self.verdict.to_dict(),
-                "dispatch": self.dispatch.to_dict()}
+                "dispatch": self.dispatch.to_dict(),
+                **({"planted_noise": self.planted_noise} if self.planted else {})}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any],
@@ -141,7 +147,8 @@ class SearchSetup:
         dispatch = DispatchConfig.from_dict({**config.get("dispatch", {}), **(dispatch_overrides or {})})
         return cls(config.get("preset", "?"), config["fitness"],
                    EngineConfig.from_dict(config["search"]), resolve(train), dispatch,
-                   VerdictConfig.from_dict(config.get("verdict")))
+                   VerdictConfig.from_dict(config.get("verdict")),
+                   float(config.get("planted_noise", 0.0)))
 
 
 def parse_fitness(text: str) -> str:
@@ -149,17 +156,17 @@ def parse_fitness(text: str) -> str:
     text = text.strip()
     if text == "rl":
         return text
-    if text.startswith("planted:"):
+    if is_planted(text):
         try:
-            return "planted:" + str(genome_from_text(text[len("planted:"):]))
-        except GenomeError as err:
-            raise ValueError(f"--fitness: {err}") from None
+            return PLANTED_PREFIX + str(parse_planted(text))
+        except ValueError as err:
+            raise ValueError(f"--{err}") from None
     raise ValueError(f"--fitness: expected 'rl' or 'planted:NAME_OR_GENOME', got {text!r}")
 
 
 def build_setup(preset: str, *, engine: Mapping[str, Any] = {}, train: Mapping[str, Any] = {},
                 dispatch: Mapping[str, Any] = {}, verdict: Mapping[str, Any] = {},
-                fitness: str = "rl") -> SearchSetup:
+                fitness: str = "rl", planted_noise: float = 0.0) -> SearchSetup:
     """Preset defaults overridden by flags. Raises ValueError (one line naming the flag)."""
     if preset not in PRESETS:
         raise ValueError(f"--preset: unknown preset {preset!r} (known: {', '.join(PRESETS)})")
@@ -189,9 +196,15 @@ def build_setup(preset: str, *, engine: Mapping[str, Any] = {}, train: Mapping[s
         verdict_config = VerdictConfig(**{**p.verdict, **verdict, **({"top": 0} if fitness != "rl" else {})})
     except ValueError as err:
         raise ValueError(f"--{err}") from None
+    if fitness == "rl" and planted_noise:
+        raise ValueError("--planted_noise: only with --fitness planted:NAME_OR_GENOME")
+    try:
+        planted_noise = check_noise(planted_noise)
+    except ValueError as err:
+        raise ValueError(f"--planted_noise: {str(err).split(': ', 1)[1]}") from None
     dispatch_config = DispatchConfig(**{**p.dispatch, **dispatch})
     return SearchSetup(preset, fitness, engine_config, train_config, dispatch_config,
-                       verdict_config)
+                       verdict_config, planted_noise)
 
 
 def _check_rungs(rungs: tuple[int, ...], train: TrainConfig) -> None:

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "every value can be overridden by a flag")
     g.add_argument("--fitness", help="rl (train each candidate) | planted:NAME_OR_GENOME "
                    "(similarity to a planted genome, in the driver, without Ray)")
+    g.add_argument("--planted_noise", type=float,
+                   help="planted fitness only: std of each evaluation's noise at the top rung, in "
+                        "units of the similarity's std over random genomes (default 0: exact; 1: "
+                        "as measured on cheetah_run); with noise, candidates climb the rungs")
     for name, (kind, text) in ENGINE_FLAGS.items():
         g.add_argument(f"--{name}", type=kind, help=text)
     v = p.add_argument_group("held-out verdict")
@@ -144,7 +148,8 @@ def plan(args: dict[str, Any], stamp: str | None = None) -> Plan:
     train = {k: args[k] for k in TRAIN_FLAGS if k in args}
     try:
         setup = build_setup(preset, engine=engine, train=train, dispatch=dispatch,
-                            verdict=verdict, fitness=args.get("fitness", "rl"))
+                            verdict=verdict, fitness=args.get("fitness", "rl"),
+                            planted_noise=args.get("planted_noise", 0.0))
     except DispatchError as err:
         raise err.as_flags(DISPATCH_FIELDS_TO_FLAGS) from None
     path = Path(args["run"]) if "run" in args else \

@@ -96,7 +96,7 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
                 if engine.finished and verdict_done(setup, folder.path):
                     display.info("the search had already finished")
                 elif setup.planted:
-                    run_planted(session, setup.planted_target)
+                    run_planted(session, setup.planted_target, setup.planted_noise)
                 else:
                     from search.runs.tuner import run_jobs
 

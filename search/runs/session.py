@@ -14,7 +14,7 @@ from typing import Any
 
 from rl.config import TrainConfig
 from search.evolution.engine import ROW_COLUMNS, Engine, Trial
-from search.evolution.planted import planted_fitness
+from search.evolution.planted import PlantedFitness, evaluate
 from search.runs.display import Display, Snapshot
 from search.runs.folder import RunFolder
 from search.runs.jobs import Job, Outcome, short_worker, worker_name
@@ -139,11 +139,16 @@ class SearchSession:
         self.display.update(self.snapshot(force=True), quiet=True)
 
 
-def run_planted(session: SearchSession, target: Genome) -> None:
+def run_planted(session: SearchSession, target: Genome, noise: float = 0.0) -> None:
     """The search against a planted genome, in the driver, without Ray (seconds; give the
-    session a ``min_interval_s``, or the saves make it quadratic in the budget)."""
-    score = planted_fitness(target)
+    session a ``min_interval_s``, or the saves make it quadratic in the budget).
+
+    With ``noise`` (search/evolution/planted.py) candidates climb the engine's rungs and
+    may stop there, as trained ones do; at 0 the fitness is exact and the rungs are
+    skipped (a rung would only report the top's value): the benchmark as before noise."""
     engine = session.engine
+    top = session.base.num_train_steps if session.base is not None else None
+    fitness = PlantedFitness(target, noise, top_steps=top, density=engine.config.init_density)
     try:
         while not engine.finished:
             trial = engine.ask()
@@ -151,10 +156,12 @@ def run_planted(session: SearchSession, target: Genome) -> None:
                 raise RuntimeError("engine: nothing to ask although nothing is in flight")
             session.display.eta.started(trial.key)
             started = time.time()
-            fitness = float(score(trial.candidate.genome))
-            session.record_trial(trial, Outcome(approx_aulc=fitness, final_return=fitness,
+            score, stopped_at = evaluate(engine, trial, fitness, rungs=noise > 0)
+            steps = stopped_at if stopped_at is not None else (top if noise > 0 else 0)
+            session.record_trial(trial, Outcome(approx_aulc=score, final_return=score,
                                                 wall_s=time.time() - started,
-                                                worker=worker_name(), steps=0))
+                                                worker=worker_name(), steps=steps,
+                                                stopped=stopped_at is not None))
     finally:  # also on Ctrl-C: the folder holds every result told so far
         session.flush()
 
