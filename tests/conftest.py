@@ -4,6 +4,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # before any test module imports dm_c
 
 
 def pytest_collection_modifyitems(config, items):
-    """The long tests (marked slow) first, so that with two workers none starts last and
-    runs alone."""
+    """The long tests (marked slow) first: with ``--dist loadfile`` their files go out first,
+    so that none starts last and runs alone."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -411,17 +411,24 @@ def _evaluate(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comp
 @pytest.mark.slow
 @needs_real_train
 def test_must_show_command_trains_and_reports(tmp_path):
-    """The issue's command with real training (CI-sized networks) to its report: every run
-    recorded, with the run folders shipped back from the workers, and the report names
-    a2-winner, SAC and CURL. (Killed and resumed: test_killed_evaluation_resumes_without_
+    """The issue's command with real training (CI-sized networks) to its report, the seeds
+    of each loss as one cohort trial: every run recorded, with the run folders shipped back
+    from the workers, and the report names a2-winner, SAC and CURL. (Killed and resumed: test_killed_evaluation_resumes_without_
     retraining above, and the pre-layout fixture folder in tests/test_compat.py.)"""
     run = tmp_path / "e"
     args = MUST_SHOW + FAST + ["--num_train_steps", "1600", "--eval_freq", "800", "--run", str(run),
-                               "--quiet"]
+                               "--members_per_trial", "2", "--quiet"]
     out = _evaluate(args, tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert len(list((run / "records").glob("*.json"))) == 6
+    records = [json.loads(p.read_text()) for p in (run / "records").glob("*.json")]
+    assert len(records) == 6
     assert json.loads((run / "eval_config.json").read_text())["argv"] == args
+    # --members_per_trial 2: each loss's two seeds trained as one cohort (rl.cohort.train_cohort)
+    # in one worker process, ending together
+    for loss in ("a2-winner", "SAC", "CURL"):
+        pair = [r for r in records if r["loss"] == loss]
+        assert len(pair) == 2 and pair[0]["worker"] == pair[1]["worker"], loss
+        assert abs(pair[0]["wall_s"] - pair[1]["wall_s"]) < 0.5, loss
     for name in ("curves.csv", "summary.csv", "comparison.csv", "summary.md",
                  "plots/cartpole_swingup.png"):
         assert (run / name).is_file(), name

@@ -61,15 +61,6 @@ def test_smoke_preset_runs_every_phase_on_ray_workers(tmp_path):
     assert config["train"]["domain_name"] == "cartpole_swingup" and config["train"]["action_repeat"] == 8
     verdict = list((run / "verdict" / "records").glob("*.json"))
     assert len(verdict) == 6 and (run / "verdict" / "names.json").is_file()
-    # members_per_trial 2: each loss's two held-out seeds trained as one cohort (rl.cohort),
-    # in one process, ending together
-    by_loss: dict[str, list[dict]] = {}
-    for path in verdict:
-        record = json.loads(path.read_text())
-        by_loss.setdefault(record["loss"], []).append(record)
-    for loss, pair in by_loss.items():
-        assert len(pair) == 2 and pair[0]["worker"] == pair[1]["worker"], loss
-        assert abs(pair[0]["wall_s"] - pair[1]["wall_s"]) < 0.5, loss
     # Ray/Tune stayed silent: only our lines (one per event, stdout is not a terminal).
     for noise in ("Trial status", "View detailed results", "╭", "(raylet)", "INFO"):
         assert noise not in done.stdout + done.stderr
