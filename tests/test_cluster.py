@@ -45,7 +45,8 @@ CLUSTER = textwrap.dedent("""
 # search.py's or evaluate.py's main with a stand-in for rl.train.train that reports like it
 # (an evaluation every eval_freq steps, through on_checkpoint) and writes a run folder; it
 # imports rl on the worker, where only the runtime environment can have put it. Each call
-# is logged (start and end, with the node it ran on) to a file this machine's nodes share.
+# is logged (start and end, with the node it ran on) to a file this machine's nodes share;
+# no run goes on before runs have started on both nodes.
 DRIVER = textwrap.dedent("""
     import json, os, sys, time, types
     sys.path.insert(0, {repo!r})
@@ -59,6 +60,12 @@ DRIVER = textwrap.dedent("""
         node = ray.get_runtime_context().get_node_id()
         with open(LOG, "a") as f:
             f.write(json.dumps({{"event": "start", "key": key, "node": node}}) + "\\n")
+        # until a run has started on the other node too (at most 30 s): a node whose trial
+        # actor is still starting would otherwise see the other node's reused actor take
+        # every run (seen once in CI)
+        deadline = time.time() + 30
+        while time.time() < deadline and len({{json.loads(l)["node"] for l in open(LOG)}}) < 2:
+            time.sleep(0.2)
         every = config.eval_every_agent_steps * config.action_repeat
         quality = int(config.genome.id[:4], 16) % 20 + seed % 3
         curve = []
