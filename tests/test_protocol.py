@@ -79,7 +79,7 @@ def searched(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("protocol")
     run, log = tmp / "run", tmp / "calls.jsonl"
     argv = ["--preset", "smoke", "--budget", "9", "--population", "3", "--reduction", "2",
-            "--num_cpus", "2", "--run", str(run)]
+            "--num_cpus", "2", "--verdict_references", "sac,state-sac", "--run", str(run)]
     train = functools.partial(fake_train, log=str(log))
     assert search_cli.main(argv, train_fn=train, probe_fn=fake_probe) == 0
     return run, [json.loads(line) for line in log.read_text().splitlines()]

@@ -51,10 +51,18 @@ def test_readme_commands_are_the_ones_in_shared_seed():
 @pytest.mark.parametrize("command", README_COMMANDS, ids=[
     "a2winner-pixel", "a2winner-ofe", "a2winnerv-pixel", "a2winnerv-ofe", "sac-pixel", "sac-mlp",
     "sac-ofe", "curl-pixel", "curl-mlp", "curl-ofe"])
-def test_every_readme_command_trains(command, tmp_path):
-    # cheetah has 250 agent steps an episode: cap evaluation episodes by a short task budget
-    proc = run_train(f"{command} {TINY} --run {tmp_path / 'run'}", tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_every_readme_command_trains(command, tmp_path, capsys, monkeypatch):
+    """train.py's main in this process (the command line itself: the first command, and
+    the tests below, run it as a program)."""
+    args = f"{command} {TINY} --run {tmp_path / 'run'}"
+    if command == README_COMMANDS[0]:
+        proc = run_train(args, tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    else:
+        from rl.cli import main
+
+        monkeypatch.chdir(tmp_path)
+        assert main(shlex.split(args)) == 0, capsys.readouterr().err[-3000:]
     run = tmp_path / "run"
     config = json.loads((run / "config.json").read_text())
     assert config["domain_name"] == "cheetah_run" and config["action_repeat"] == 20
