@@ -172,14 +172,13 @@ def execute(params: Mapping[str, Any], *, threads: int, use_gpu: bool, train_fn:
     """The body of one trial, in a Ray worker: train the job, ``report`` its metrics."""
     started = time.time()
     job = Job.from_params(params)
-    given = train_fn is not None
-    if train_fn is None:
+    if train_fn is None and not job.members:
         from rl.train import train as train_fn
     config = job.config
     if not use_gpu and config.device == "auto":
         config = config.replace(device="cpu")  # Ray gave this trial no GPU: do not take one
     if job.members:
-        report(_train_cohort(job, config, threads, train_fn if given else None, started))
+        report(_train_cohort(job, config, threads, train_fn, started))
         return
     options: dict[str, Any] = {"threads": threads, "seed": config.seed}
     if job.rungs:
