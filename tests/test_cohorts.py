@@ -70,3 +70,26 @@ def test_size_one_hands_out_the_sources_jobs_unchanged():
     jobs = [job("a1", seed=1), job("a2", seed=2)]
     cohorts = Cohorts(Source(jobs), 1)
     assert [cohorts.next_job(), cohorts.next_job()] == jobs
+
+
+def test_a_job_held_back_for_a_cohort_counts_as_to_come_not_as_running(tmp_path):
+    """The status line: "running" counts what Tune started; a finalist seed the cohort
+    adapter took from the engine and holds back counts among the jobs still to come."""
+    import io
+
+    from search.commands.presets import build_setup
+    from search.evolution.engine import ROW_COLUMNS, Engine
+    from search.runs.display import Display
+    from search.runs.folder import RunFolder
+    from search.runs.session import SearchSession
+
+    setup = build_setup("smoke")
+    engine = Engine(setup.engine)
+    folder = RunFolder.create(tmp_path / "run", setup.to_config(), engine.state_dict(),
+                              engine.rows(), ROW_COLUMNS)
+    session = SearchSession(engine, folder, Display(io.StringIO(), tty=False), base=setup.train)
+    first, second = session.next_job(), session.next_job()
+    session.started(first)
+    snap = session.snapshot(force=True)
+    assert engine.running() == 2 and snap.running == 1
+    assert snap.jobs_left == engine.jobs_left() + 1     # the second is still to come

@@ -150,3 +150,23 @@ def test_embedded_instance_is_loopback_only_and_needs_its_token(tmp_path):
     finally:
         proc.stdin.close()
         proc.wait(timeout=60)
+
+
+def test_sigterm_stops_the_driver_as_ctrl_c_does():
+    """A batch scheduler's SIGTERM reaches the command as Ctrl-C (Tune stops its trials,
+    the command says how to resume) instead of Ray's stack dump; shutdown puts the
+    handler before it back."""
+    import signal
+    import time
+
+    from search.runs import cluster
+
+    before = signal.getsignal(signal.SIGTERM)
+    cluster._sigterm_as_sigint()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    finally:
+        cluster.shutdown()
+    assert signal.getsignal(signal.SIGTERM) == before

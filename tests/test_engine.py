@@ -204,6 +204,20 @@ def test_finalists_get_more_seeds_and_count_for_selection_only_when_told():
     assert row["fitness"] == pytest.approx(scores[0]) and row["fitness_se"] == pytest.approx(0.0)
 
 
+def test_jobs_left_counts_each_trial_once_finalist_seeds_included():
+    """The ETA's count: without rungs every genome reaches the top, so 8 genomes x (1 + 2
+    finalist seeds) = 24 trials, one less for each handed out or told, whether the
+    candidate is still in flight or its finalist seeds are queued."""
+    engine = Engine(EngineConfig(population=4, budget=8, finalist_seeds=2, seed=9))
+    assert engine.jobs_left() == 24
+    first, second = engine.ask(), engine.ask()
+    assert engine.jobs_left() == 22
+    engine.tell(first.key, 1.0)
+    assert engine.jobs_left() == 22       # its two finalist seeds are queued now
+    engine.ask()
+    assert engine.jobs_left() == 21
+
+
 def test_a_finalist_is_not_complete_until_its_seeds_are_told_and_its_fitness_is_their_mean():
     engine = Engine(EngineConfig(population=2, budget=2, finalist_seeds=2, seed=1))
     first, second = engine.ask(), engine.ask()

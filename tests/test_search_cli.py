@@ -280,3 +280,19 @@ def test_planted_status_counts_are_current(tmp_path, capsys):
         # generation g starts after 10 + 8 (g - 1) genomes (10 a generation, 2 survive)
         assert done >= (10 + 8 * (generation - 1) if generation else 1), line
         assert "best -" not in line
+
+
+def test_the_eta_counts_the_verdict_runs_still_to_train(tmp_path):
+    """The status line's ETA covers the whole search: the selection's runs, the finalist
+    seeds it expects, and the verdict's runs (none once the verdict is done)."""
+    from search.commands.search_run import verdict_left
+    from search.evolution.engine import Engine
+    from search.runs.session import engine_snapshot
+
+    setup = build_setup("smoke")
+    engine = Engine(setup.engine)
+    runs = (setup.verdict.top + len(setup.verdict.references)) * setup.verdict.seeds
+    assert verdict_left(setup, tmp_path) == runs == 4
+    assert verdict_left(build_setup("smoke", verdict={"top": 0}), tmp_path) == 0
+    snap = engine_snapshot(engine, verdict_left(setup, tmp_path))
+    assert snap.jobs_left == engine.jobs_left() + 4

@@ -185,16 +185,14 @@ def execute(plan: Plan, run_dir: Path, dispatch: DispatchConfig, *, argv: Sequen
         session = EvalSession(plan, run_dir, display, dispatch.members_per_trial > 1)
         display.eta.slots = slots
         display.log = lambda line: _log(run_dir, line)
-        lines = [f"evaluation: {len(plan.losses)} losses x {len(plan.tasks)} tasks x "
-                 f"{len(plan.seeds)} seeds = {len(plan.runs)} runs in {run_dir} "
-                 f"({len(session.todo)} to train, {session.recorded_before} recorded before)",
-                 ray_line]
-        if session.todo:
-            lines += startup_lines(session, dispatch, slots, display.eta, probe_fn)
+        display.info(f"evaluation: {len(plan.losses)} losses x {len(plan.tasks)} tasks x "
+                     f"{len(plan.seeds)} seeds = {len(plan.runs)} runs in {run_dir} "
+                     f"({len(session.todo)} to train, {session.recorded_before} recorded before)")
+        display.info(ray_line)
         try:
+            if session.todo:  # printed as they come: the probe takes seconds
+                startup_lines(session, dispatch, slots, display.eta, probe_fn, display.info)
             with display:
-                for line in lines:
-                    display.info(line)
                 if session.todo:
                     from search.runs.tuner import run_jobs
 
@@ -215,26 +213,28 @@ def execute(plan: Plan, run_dir: Path, dispatch: DispatchConfig, *, argv: Sequen
 
 
 def startup_lines(session: Any, dispatch: DispatchConfig, slots: int, eta: Any,
-                  probe_fn: Callable | None) -> list[str]:
-    """How long each run is, and the ETA from a probe of each loss (on its first task)."""
+                  probe_fn: Callable | None, emit: Callable[[str], None]) -> None:
+    """Says (``emit(line)``) how long each run is, then the ETA from a probe of each loss
+    (on its first task)."""
     from search.runs.display import clock
     from search.runs.probe import probe_runs
 
     todo = session.todo
+    lengths = sorted({(s.task, s.config.num_train_steps, s.config.agent_steps) for s in todo})
+    emit("each run: " + "; ".join(f"{task} {steps} env steps ({agent} agent steps)"
+                                  for task, steps, agent in lengths) + f"; {slots} at a time")
     first_of = {}
     for spec in todo:
         first_of.setdefault(spec.loss, spec.config)
     times, how = probe_runs(list(first_of.values()), dispatch, probe_fn=probe_fn)
     by_loss = dict(zip(first_of, times))
-    lengths = sorted({(s.task, s.config.num_train_steps, s.config.agent_steps) for s in todo})
-    lines = ["each run: " + "; ".join(f"{task} {steps} env steps ({agent} agent steps)"
-                                      for task, steps, agent in lengths) + f"; {slots} at a time"]
     estimates = [by_loss[s.loss].run_seconds(s.config) for s in todo if by_loss[s.loss]]
     if len(estimates) < len(todo):
-        return lines + [f"{how}; no estimate until runs finish"]
+        emit(f"{how}; no estimate until runs finish")
+        return
     eta.run_s = sum(estimates) / len(estimates)
-    return lines + [f"{how} -> about {clock(eta.run_s)} a run on average; {len(todo)} runs: "
-                    f"about {clock(eta.seconds_left(len(todo)))}"]
+    emit(f"{how} -> about {clock(eta.run_s)} a run on average; {len(todo)} runs: "
+         f"about {clock(eta.seconds_left(len(todo)))}")
 
 
 def _log(run_dir: Path, line: str) -> None:

@@ -75,24 +75,25 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
             engine = Engine.from_state_dict(folder.engine_state())
             done = engine_snapshot(engine)
             notes.append(f"resumed: {done.finished} of {done.total} candidates done, "
-                         f"{engine.jobs_left()} runs to go ({len(engine.in_flight())} were in "
-                         f"flight and run again)")
+                         f"{engine.jobs_left()} selection runs to go ({len(engine.in_flight())} were "
+                         f"in flight and run again)")
         else:
             engine = Engine(setup.engine)
             folder = RunFolder.create(todo.path, setup.to_config(), engine.state_dict(),
                                       engine.rows(), ROW_COLUMNS, session_info)
         eta = Eta(slots=slots)
-        if not setup.planted and not (engine.finished and verdict_done(setup, folder.path)):
-            notes += startup_lines(setup, engine, folder.path, slots, eta, probe_fn)
         display = Display(stream, log=folder.log_event, eta=eta)
         session = SearchSession(engine, folder, display, base=setup.train,
-                                min_interval_s=1.0 if setup.planted else 0.0)
+                                min_interval_s=1.0 if setup.planted else 0.0,
+                                jobs_after=verdict_left(setup, folder.path))
         session.save()  # on resume: population views rebuilt from the engine state
         resume_hint = f"python search.py --resume {folder.path}"
         try:
+            for note in notes:  # now: the probe below takes seconds
+                display.info(note)
+            if not setup.planted and not (engine.finished and verdict_done(setup, folder.path)):
+                startup_lines(setup, engine, folder.path, slots, eta, probe_fn, display.info)
             with display:
-                for note in notes:
-                    display.info(note)
                 if engine.finished and verdict_done(setup, folder.path):
                     display.info("the search had already finished")
                 elif setup.planted:
@@ -123,6 +124,14 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
 
 
 # ---------------------------------------------------------------- the verdict phase
+def verdict_left(setup: SearchSetup, run: Path) -> int:
+    """The verdict's runs not trained yet (all of them before it is named)."""
+    v = setup.verdict
+    if not v.enabled or verdict_done(setup, run):
+        return 0
+    return (v.top + len(v.references)) * v.seeds
+
+
 def verdict_done(setup: SearchSetup, run: Path) -> bool:
     if not setup.verdict.enabled:
         return True
@@ -186,9 +195,9 @@ def run_verdict(setup: SearchSetup, engine: Any, run: Path, display: Any, *,
 
 # ---------------------------------------------------------------- start-up lines
 def startup_lines(setup: SearchSetup, engine: Any, run: Path, slots: int, eta: Any,
-                  probe_fn: Any) -> list[str]:
-    """What the search starts, phase by phase, and how long it will take by a probe of its
-    training config on a worker of this cluster (sets ``eta.run_s``)."""
+                  probe_fn: Any, emit: Any) -> None:
+    """Says (``emit(line)``) what the search starts, phase by phase, then how long it will
+    take by a probe of its training config on a worker of this cluster (sets ``eta.run_s``)."""
     from search.runs.display import clock
     from search.runs.probe import probe_runs
 
@@ -210,10 +219,13 @@ def startup_lines(setup: SearchSetup, engine: Any, run: Path, slots: int, eta: A
     if v.enabled:
         lines.append(f"verdict: the top {v.top} named when the budget is spent, re-trained with "
                      f"{', '.join(v.references)} on {v.seeds} held-out seeds: {verdict_runs} runs")
+    for line in lines:
+        emit(line)
     (times,), how = probe_runs([t.replace(seed=1)], setup.dispatch, probe_fn=probe_fn)
     eta.run_s = run_s = None if times is None else times.run_seconds(t)
-    left = engine.jobs_left() + (verdict_runs if not verdict_done(setup, run) else 0)
+    left = engine.jobs_left() + verdict_left(setup, run)
     if run_s is None:
-        return lines + [f"{how}; no estimate until runs finish"]
-    return lines + [f"{how} -> about {clock(run_s)} a full run; about {left} runs to go "
-                    f"(stopped ones count whole): about {clock(eta.seconds_left(left))}"]
+        emit(f"{how}; no estimate until runs finish")
+    else:
+        emit(f"{how} -> about {clock(run_s)} a full run; about {left} runs to go "
+             f"(stopped ones count whole): about {clock(eta.seconds_left(left))}")

@@ -114,12 +114,16 @@ class Engine:
         """Trials not handed out yet, by the budget: the ETA's count (those in flight when
         the engine was restored are handed out again, so they count too). The finalist seeds
         of genomes not yet trained are estimated: every first-generation genome reaches the
-        top, a later one with chance (1/reduction)^rungs."""
+        top, a later one with chance (1/reduction)^rungs; so are those of the candidates in
+        flight."""
         c = self.config
         born, first = self.trained, c.population
         to_come = c.budget - born
         first_to_come = max(0, min(first, c.budget) - born)
-        finalists = first_to_come + (to_come - first_to_come) * (1 / c.reduction) ** len(c.rungs)
+        later = (1 / c.reduction) ** len(c.rungs)
+        finalists = first_to_come + (to_come - first_to_come) * later
+        finalists += sum(later if t.stoppable else 1.0 for t in self._in_flight.values()
+                         if t.kind == "candidate")
         return round(to_come * c.seeds_per_candidate + finalists * c.finalist_seeds
                      + len(self._pending) + len(self._requeue))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -109,7 +110,24 @@ def init_ray(dispatch: DispatchConfig, quiet: bool = True) -> str:
                 f"{_gpus():g} GPUs")
     if quiet:
         quiet_ray()  # ray.init configures its loggers; ours must win
+    _sigterm_as_sigint()
     return line
+
+
+_SIGTERM_BEFORE: list = []
+
+
+def _sigterm_as_sigint() -> None:
+    """SIGTERM (a batch scheduler's stop, ``kill``) stops the driver as Ctrl-C does: Tune
+    ends its trials, the run folder keeps every result, the command says how to resume.
+    Installed after ``ray.init``, whose core worker otherwise answers SIGTERM with a
+    stack dump. :func:`shutdown` puts the handler before it back."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or _SIGTERM_BEFORE:
+        return
+    _SIGTERM_BEFORE.append(signal.signal(signal.SIGTERM,
+                                         lambda *_: os.kill(os.getpid(), signal.SIGINT)))
 
 
 @contextlib.contextmanager
@@ -263,3 +281,5 @@ def shutdown() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+    if _SIGTERM_BEFORE:
+        signal.signal(signal.SIGTERM, _SIGTERM_BEFORE.pop() or signal.SIG_DFL)

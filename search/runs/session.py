@@ -21,7 +21,10 @@ from search.runs.jobs import Job, Outcome, short_worker, worker_name
 from spaces import Genome
 
 
-def engine_snapshot(engine: Engine) -> Snapshot:
+def engine_snapshot(engine: Engine, jobs_after: int = 0, started: int | None = None) -> Snapshot:
+    """The status of the search; ``jobs_after``: runs of a later phase (the verdict) that
+    the ETA counts too; ``started``: the trials out on the cluster (by default all the
+    engine handed out; a trial held back to be joined into a cohort counts as to come)."""
     rows = engine.rows()
     statuses = [row["status"] for row in rows]
     best = max((r for r in rows if r["status"] == "trained" and r["fitness"] is not None),
@@ -30,9 +33,11 @@ def engine_snapshot(engine: Engine) -> Snapshot:
     trained, failed, stopped = (statuses.count(s) for s in ("trained", "failed", "stopped"))
     rejected = statuses.count("rejected") + statuses.count("duplicate")
     extra = ((f"stopped {stopped}",) if engine.config.rungs else ()) + (f"rejected {rejected}", best_text)
+    running = engine.running() if started is None else min(started, engine.running())
     return Snapshot(finished=trained + failed + stopped, total=engine.config.budget,
-                    running=engine.running(), failed=failed,
-                    jobs_left=engine.jobs_left(), noun="candidates", extra=extra)
+                    running=running, failed=failed,
+                    jobs_left=engine.jobs_left() + engine.running() - running + jobs_after,
+                    noun="candidates", extra=extra)
 
 
 class SearchSession:
@@ -42,18 +47,21 @@ class SearchSession:
     snapshots (each O(population)). 0 for training, where every result is saved as it
     comes; the planted driver, which tells thousands of results a second, uses a second
     (a kill then loses at most that second of cheap evaluations) and ends with
-    :meth:`flush`.
+    :meth:`flush`. ``jobs_after``: the verdict's runs still to train, for the ETA.
     """
 
     def __init__(self, engine: Engine, folder: RunFolder, display: Display,
-                 base: TrainConfig | None = None, min_interval_s: float = 0.0) -> None:
+                 base: TrainConfig | None = None, min_interval_s: float = 0.0,
+                 jobs_after: int = 0) -> None:
         self.engine = engine
+        self.jobs_after = jobs_after
         self.folder = folder
         self.display = display
         self.base = base
         self.min_interval_s = min_interval_s
         self.timings: list[dict[str, Any]] = []   # per finished job, for bench/search_overhead.py
         self._trials: dict[str, Trial] = {}
+        self._started: set[str] = set()          # trials Tune has started, not recorded yet
         self._saved_at = self._snapshot_at = -math.inf
         self._snapshot: Snapshot | None = None
         self._unsaved = False
@@ -77,6 +85,7 @@ class SearchSession:
         return self.engine.at_checkpoint(job.key, env_step, aulc)
 
     def started(self, job: Job) -> None:
+        self._started.add(job.key)
         self.display.eta.started(job.key)
         self.display.update(self.snapshot(force=True), quiet=True)
 
@@ -90,6 +99,7 @@ class SearchSession:
     # ------------------------------------------------------------ recording
     def record_trial(self, trial: Trial, outcome: Outcome) -> None:
         """Curve, tell, save (engine state first), display: in this order."""
+        self._started.discard(trial.key)
         if outcome.problem is None and outcome.curve:
             self.folder.put_curve(trial.candidate.id, trial.seed, outcome.curve)
         self.engine.tell(trial.key, outcome.fitness, final_return=outcome.final_return,
@@ -129,7 +139,8 @@ class SearchSession:
     def snapshot(self, force: bool = False) -> Snapshot:
         if force or self._snapshot is None or (
                 time.monotonic() - self._snapshot_at >= self.min_interval_s):
-            self._snapshot, self._snapshot_at = engine_snapshot(self.engine), time.monotonic()
+            self._snapshot = engine_snapshot(self.engine, self.jobs_after, len(self._started))
+            self._snapshot_at = time.monotonic()
         return self._snapshot
 
     def flush(self) -> None:
