@@ -69,7 +69,8 @@ def test_smoke_preset_runs_every_phase_on_ray_workers(tmp_path):
     first_result = done.stdout.index("candidates 0/5")
     assert 0 <= done.stdout.index("selection: 5 genomes; the first 2 train to the top") < first_result
     assert 0 <= done.stdout.index("verdict: the top 1 named") < first_result
-    assert 0 <= done.stdout.index("probe on a worker") < first_result
+    assert 0 <= done.stdout.index("probe on a worker with a trial's resources, 2 at once as runs "
+                                  "will be") < first_result
     assert "(loopback only, token authentication on, no dashboard)" in done.stdout
     report = subprocess.run([sys.executable, "search.py", "report", str(run), "--top", "3"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -296,3 +297,13 @@ def test_the_eta_counts_the_verdict_runs_still_to_train(tmp_path):
     assert verdict_left(build_setup("smoke", verdict={"top": 0}), tmp_path) == 0
     snap = engine_snapshot(engine, verdict_left(setup, tmp_path))
     assert snap.jobs_left == engine.jobs_left() + 4
+
+
+def test_probes_of_one_config_are_averaged_field_by_field():
+    from rl.probe import StepTimes
+    from search.runs.probe import mean_times
+
+    a = StepTimes(setup_s=2.0, env_s=0.001, act_s=0.002, update_s=0.010, episode_steps=125)
+    b = StepTimes(setup_s=4.0, env_s=0.003, act_s=0.002, update_s=0.030, episode_steps=125)
+    mean = mean_times([a, b])
+    assert (mean.setup_s, mean.update_s, mean.episode_steps) == (3.0, pytest.approx(0.02), 125)

@@ -226,7 +226,7 @@ def startup_lines(session: Any, dispatch: DispatchConfig, slots: int, eta: Any,
     first_of = {}
     for spec in todo:
         first_of.setdefault(spec.loss, spec.config)
-    times, how = probe_runs(list(first_of.values()), dispatch, probe_fn=probe_fn)
+    times, how = probe_runs(list(first_of.values()), dispatch, probe_fn=probe_fn, slots=slots)
     by_loss = dict(zip(first_of, times))
     estimates = [by_loss[s.loss].run_seconds(s.config) for s in todo if by_loss[s.loss]]
     if len(estimates) < len(todo):

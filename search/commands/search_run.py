@@ -221,7 +221,8 @@ def startup_lines(setup: SearchSetup, engine: Any, run: Path, slots: int, eta: A
                      f"{', '.join(v.references)} on {v.seeds} held-out seeds: {verdict_runs} runs")
     for line in lines:
         emit(line)
-    (times,), how = probe_runs([t.replace(seed=1)], setup.dispatch, probe_fn=probe_fn)
+    (times,), how = probe_runs([t.replace(seed=1)], setup.dispatch, probe_fn=probe_fn,
+                               slots=slots)
     eta.run_s = run_s = None if times is None else times.run_seconds(t)
     left = engine.jobs_left() + verdict_left(setup, run)
     if run_s is None:

@@ -1,6 +1,11 @@
 """The start-up estimate of how long the runs take: :func:`rl.probe.probe` of each distinct
-training config, in a Ray task with a trial's resources (so on a cluster it times a worker
+training config, in Ray tasks with a trial's resources (so on a cluster it times a worker
 node, with its GPU when trials get one), before the first trial starts.
+
+As many probes run at once as trials will (up to ``slots``): runs side by side are slower
+than one alone (on the 2-core machine a cheetah_run update took 11.6 ms in a lone probe,
+and runs two at a time took about twice the time that predicted), so each config is timed
+under the load its runs will see, and the copies averaged.
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from rl.probe import StepTimes
 from search.runs.config import DispatchConfig
 
 ProbeFn = Callable[[TrainConfig], StepTimes]   # tests: a fake in the driver
+MAX_AT_ONCE = 16   # a node's worth of trials: the load that slows a run is its node's
 
 
 def _probe_task(config: dict, threads: int, use_gpu: bool, seconds: float) -> dict:
@@ -23,31 +29,42 @@ def _probe_task(config: dict, threads: int, use_gpu: bool, seconds: float) -> di
     return dataclasses.asdict(probe(train, seconds=seconds, threads=threads))
 
 
+def mean_times(times: Sequence[StepTimes]) -> StepTimes:
+    """The field-wise mean of probes of one config."""
+    fields = [f.name for f in dataclasses.fields(StepTimes)]
+    mean = {f: sum(getattr(t, f) for t in times) / len(times) for f in fields}
+    return StepTimes(**{**mean, "episode_steps": times[0].episode_steps})
+
+
 def probe_runs(configs: Sequence[TrainConfig], dispatch: DispatchConfig, *,
                seconds: float = 3.0, probe_fn: ProbeFn | None = None,
-               timeout_s: float = 600.0) -> tuple[list[StepTimes | None], str]:
+               timeout_s: float = 600.0, slots: int = 1) -> tuple[list[StepTimes | None], str]:
     """The step times of each config (:meth:`StepTimes.run_seconds` turns them into a
     run's seconds, also for the same loss on another task), and a line saying how they
-    were measured; a probe that fails gives None (the ETA then waits for finished runs)."""
+    were measured; a probe that fails gives None (the ETA then waits for finished runs).
+    ``slots``: the trials that will run at once; that many probes run at once, each
+    config timed by ``slots // len(configs)`` of them (at least one; 16 probes at most)."""
     if probe_fn is not None:
         times = [probe_fn(c) for c in configs]
         return times, f"probe (given): {times[0].describe()}" if times else "probe: nothing to probe"
     import ray
 
+    copies = max(1, min(slots, MAX_AT_ONCE) // max(1, len(configs)))
     task = ray.remote(_probe_task).options(num_cpus=dispatch.cpus_per_trial,
                                            num_gpus=dispatch.gpus_per_trial, max_retries=0)
-    refs = [task.remote(c.to_dict(), dispatch.threads, dispatch.gpus_per_trial > 0, seconds)
-            for c in configs]
+    refs = [[task.remote(c.to_dict(), dispatch.threads, dispatch.gpus_per_trial > 0, seconds)
+             for _ in range(copies)] for c in configs]
     out: list[StepTimes | None] = []
     details: list[str] = []
-    for ref in refs:
+    for group in refs:
         try:
-            result = ray.get(ref, timeout=timeout_s)
+            results = ray.get(group, timeout=timeout_s)
         except Exception as err:  # a probe must never stop the run it estimates
             out.append(None)
             details.append(f"failed ({str(err).strip().splitlines()[-1][:120] if str(err).strip() else type(err).__name__})")
             continue
-        out.append(StepTimes(**result))
+        out.append(mean_times([StepTimes(**r) for r in results]))
         details.append(out[-1].describe())
     shown = details[0] if len(set(details)) == 1 else "; ".join(dict.fromkeys(details))
-    return out, f"probe on a worker with a trial's resources: {shown}"
+    at_once = f", {len(configs) * copies} at once as runs will be" if len(configs) * copies > 1 else ""
+    return out, f"probe on a worker with a trial's resources{at_once}: {shown}"
