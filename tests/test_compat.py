@@ -51,7 +51,7 @@ def rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_a_search_folder_of_before_resumes_and_reports(tmp_path, capsys):
+def test_a_search_folder_of_before_resumes_and_reports(tmp_path, capsys, ray_instance):
     run = tmp_path / "search-run"
     shutil.copytree(FIXTURES / "search-run", run)
     before = {r["id"]: r for r in rows(run / "population.csv") if r["status"] == "trained"}
@@ -74,7 +74,7 @@ def test_a_search_folder_of_before_resumes_and_reports(tmp_path, capsys):
     assert (run / "report" / "top_k.md").is_file()
 
 
-def test_an_evaluation_folder_of_before_resumes_and_reports(tmp_path, capsys):
+def test_an_evaluation_folder_of_before_resumes_and_reports(tmp_path, capsys, ray_instance):
     run = tmp_path / "eval-run"
     shutil.copytree(FIXTURES / "eval-run", run)
     records = {p.name: p.read_text() for p in (run / "records").glob("*.json")}

@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 
 from search.commands.presets import PRESETS, build_setup  # noqa: E402
 from search.evolution.engine import ROW_COLUMNS, Engine  # noqa: E402
-from search.runs.cluster import concurrency, init_ray  # noqa: E402
+from search.runs.cluster import concurrency  # noqa: E402
 from search.runs.config import DispatchConfig, DispatchError  # noqa: E402
 from search.runs.display import Display  # noqa: E402
 from search.runs.folder import RunFolder  # noqa: E402
@@ -26,13 +26,9 @@ from search.runs.tuner import JobSearcher, error_text, run_jobs  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    init_ray(DispatchConfig(num_cpus=2))
-    yield
-    ray.shutdown()
+@pytest.fixture
+def local_ray(ray_instance):
+    """Ray with 2 CPUs (tests/conftest.py)."""
 
 
 def make_fake_train(state_dir: str, sleep: float = 0.5):

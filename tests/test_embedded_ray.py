@@ -155,12 +155,15 @@ def test_embedded_instance_is_loopback_only_and_needs_its_token(tmp_path):
 def test_sigterm_stops_the_driver_as_ctrl_c_does():
     """A batch scheduler's SIGTERM reaches the command as Ctrl-C (Tune stops its trials,
     the command says how to resume) instead of Ray's stack dump; shutdown puts the
-    handler before it back."""
+    handler before it back (here without shutting down a Ray instance of this process)."""
     import signal
     import time
 
     from search.runs import cluster
 
+    saved, sigint = list(cluster._SIGTERM_BEFORE), signal.getsignal(signal.SIGINT)
+    cluster._SIGTERM_BEFORE.clear()           # as in a process that has not started Ray
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     before = signal.getsignal(signal.SIGTERM)
     cluster._sigterm_as_sigint()
     try:
@@ -168,5 +171,8 @@ def test_sigterm_stops_the_driver_as_ctrl_c_does():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)
     finally:
-        cluster.shutdown()
-    assert signal.getsignal(signal.SIGTERM) == before
+        cluster._restore_sigterm()
+        after = signal.getsignal(signal.SIGTERM)
+        cluster._SIGTERM_BEFORE[:] = saved
+        signal.signal(signal.SIGINT, sigint)
+    assert after == before

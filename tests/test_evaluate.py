@@ -221,14 +221,9 @@ def test_a_used_folder_is_never_overwritten(tmp_path, capsys):
 
 
 # ------------------------------------------------------------- dispatch on Ray
-@pytest.fixture(scope="class")
-def ray_2cpus():
-    import ray
-    from search.runs.cluster import init_ray
-
-    init_ray(DispatchConfig(num_cpus=2))
-    yield
-    ray.shutdown()
+@pytest.fixture
+def ray_2cpus(ray_instance):
+    """Ray with 2 CPUs (tests/conftest.py)."""
 
 
 def run_plan(plan: ev.Plan, run: Path, train_fn, max_failures: int = 2) -> dict[str, dict]:
@@ -448,7 +443,7 @@ def test_must_show_command_trains_and_reports(tmp_path):
     assert "| cartpole_swingup |" in md and "a2-winner | SAC |" in md
 
 
-def test_top_two_of_a_search_folder(tmp_path, capsys):
+def test_top_two_of_a_search_folder(tmp_path, capsys, ray_instance):
     folder = _population(tmp_path / "search", [
         ("k1 s10/a1/r0 > s01/a0/r0 mse", "trained", 310.0),
         ("k1 s10/a0/r0 > s10/a0/r0 bilinear_inner_product+neg", "trained", 450.5),
@@ -468,7 +463,8 @@ def test_top_two_of_a_search_folder(tmp_path, capsys):
 
 
 # ---------------------------------------------------------------- cohort trials
-def test_seeds_of_a_loss_train_as_one_cohort_trial_and_resume_per_member(tmp_path, capsys):
+def test_seeds_of_a_loss_train_as_one_cohort_trial_and_resume_per_member(tmp_path, capsys,
+                                                                          ray_instance):
     """--members_per_trial 3: each loss's 3 seeds are one Tune trial (2 trials for 6 runs),
     every member recorded with its own run folder; a member whose record is lost is trained
     again alone on --resume, and no other."""

@@ -75,7 +75,7 @@ def rows_of(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
+def searched(tmp_path_factory, ray_instance_for_module):
     tmp = tmp_path_factory.mktemp("protocol")
     run, log = tmp / "run", tmp / "calls.jsonl"
     argv = ["--preset", "smoke", "--budget", "9", "--population", "3", "--reduction", "2",

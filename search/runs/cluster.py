@@ -281,5 +281,9 @@ def shutdown() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+    _restore_sigterm()
+
+
+def _restore_sigterm() -> None:
     if _SIGTERM_BEFORE:
         signal.signal(signal.SIGTERM, _SIGTERM_BEFORE.pop() or signal.SIG_DFL)
