@@ -311,3 +311,13 @@ def test_probes_of_one_config_are_averaged_field_by_field():
     b = StepTimes(setup_s=4.0, env_s=0.003, act_s=0.002, update_s=0.030, episode_steps=125)
     mean = mean_times([a, b])
     assert (mean.setup_s, mean.update_s, mean.episode_steps) == (3.0, pytest.approx(0.02), 125)
+
+
+def test_a_message_comes_after_the_event_line_still_settling():
+    out, clock = io.StringIO(), Clock()
+    display = Display(out, tty=False, now=clock, eta=Eta(run_s=10.0, slots=2, now=clock))
+    display.update(Snapshot(5, 5, 0, 0, 0, "candidates"), "last: fitness 1", settle_s=30)
+    display.info("verdict: named last")
+    lines = out.getvalue().splitlines()
+    assert "candidates 5/5" in lines[0] and lines[0].endswith("last: fitness 1")
+    assert lines[1] == "verdict: named last"

@@ -5,7 +5,8 @@
    result exists), then re-trained beside the references on fresh seeds; ``verdict/`` is
    an evaluation run folder (search/evaluation/verdict.py).
 
-Both phases resume from the run folder: a resume continues whichever phase was running.
+Both phases are one Tune run (search/runs/phases.py) and resume from the run folder: a
+resume continues whichever phase was running.
 """
 from __future__ import annotations
 
@@ -99,12 +100,8 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
                 elif setup.planted:
                     run_planted(session, setup.planted_target, setup.planted_noise)
                 else:
-                    from search.runs.tuner import run_jobs
-
-                    if not engine.finished:
-                        run_jobs(session, setup.dispatch, folder.tune_dir, train_fn=train_fn)
-                    if engine.finished and setup.verdict.enabled:
-                        run_verdict(setup, engine, folder.path, display, train_fn=train_fn)
+                    run_search(setup, engine, session, folder.path, folder.tune_dir, display,
+                               train_fn=train_fn)
         except KeyboardInterrupt:
             print(f"interrupted; continue with: {resume_hint}", file=display.stream)
             return 130
@@ -169,28 +166,45 @@ def prepare_verdict(setup: SearchSetup, engine: Any, run: Path) -> tuple[Any, An
     return named, plan
 
 
-def run_verdict(setup: SearchSetup, engine: Any, run: Path, display: Any, *,
-                train_fn: Any = None) -> None:
+def start_verdict(setup: SearchSetup, engine: Any, run: Path, display: Any) -> Any:
+    """The verdict phase as a job source (an EvalSession over ``verdict/``), its winners
+    named first; None when nothing was named. The display goes on from the selection's,
+    with an ETA of its own (the probe's estimate until verdict runs finish)."""
     from search.evaluation.session import EvalSession
     from search.evaluation.verdict import VERDICT_DIR
-    from search.runs.display import Display, Eta
-    from search.runs.tuner import run_jobs
+    from search.runs.display import Eta
 
     named, plan = prepare_verdict(setup, engine, run)
     if not named.winners:
         display.info("verdict: no genome finished with a fitness, so none was named; no verdict")
-        return
+        return None
     folder = run / VERDICT_DIR
     winners = ", ".join(f"{w['id']} ({w['fitness']:.4g})" for w in named.winners)
-    phase = Display(display.stream, tty=display.tty, log=display.log,
-                    eta=Eta(run_s=display.eta.run_s, slots=display.eta.slots))
-    session = EvalSession(plan, folder, phase, setup.dispatch.members_per_trial > 1)
-    with phase:
-        phase.info(f"verdict: named {winners}; {len(plan.runs)} runs ({len(plan.losses)} losses x "
-                   f"{len(named.seeds)} held-out seeds {', '.join(map(str, named.seeds))}), "
-                   f"{len(session.todo)} to train, in {folder}")
-        if session.todo:
-            run_jobs(session, setup.dispatch, folder / "tune", train_fn=train_fn)
+    display.eta = Eta(run_s=display.eta.run_s, slots=display.eta.slots)
+    session = EvalSession(plan, folder, display, setup.dispatch.members_per_trial > 1)
+    display.info(f"verdict: named {winners}; {len(plan.runs)} runs ({len(plan.losses)} losses x "
+                 f"{len(named.seeds)} held-out seeds {', '.join(map(str, named.seeds))}), "
+                 f"{len(session.todo)} to train, in {folder}")
+    return session
+
+
+def run_search(setup: SearchSetup, engine: Any, session: Any, run: Path, tune_dir: Path,
+               display: Any, train_fn: Any = None) -> None:
+    """Train what is left: the selection then the verdict as phases of one Tune run (the
+    verdict's trials start on the selection's workers), or, on a resume after the budget
+    was spent, the verdict alone. Ctrl-C (Tune stops) ends it in either phase."""
+    from search.runs.phases import Phases
+    from search.runs.tuner import run_jobs
+
+    if not engine.finished:
+        source = session
+        if setup.verdict.enabled:
+            source = Phases(session, lambda: start_verdict(setup, engine, run, display))
+        run_jobs(source, setup.dispatch, tune_dir, train_fn=train_fn)
+    elif setup.verdict.enabled:
+        verdict = start_verdict(setup, engine, run, display)
+        if verdict is not None and not verdict.finished:
+            run_jobs(verdict, setup.dispatch, tune_dir, train_fn=train_fn)
 
 
 # ---------------------------------------------------------------- start-up lines

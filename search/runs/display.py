@@ -108,8 +108,11 @@ class Display:
 
     # ------------------------------------------------------------- output
     def info(self, line: str) -> None:
-        """A plain message (what was chosen, where results go)."""
+        """A plain message (what was chosen, where results go), after any event line
+        still settling (so the lines stay in the order things happened)."""
         with self._lock:
+            if not self.tty:
+                self._print_pending()
             self._clear()
             print(line, file=self.stream, flush=True)
             self._draw()

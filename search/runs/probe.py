@@ -3,9 +3,10 @@ training config, in Ray tasks with a trial's resources (so on a cluster it times
 node, with its GPU when trials get one), before the first trial starts.
 
 As many probes run at once as trials will (up to ``slots``): runs side by side are slower
-than one alone (on the 2-core machine a cheetah_run update took 11.6 ms in a lone probe,
-and runs two at a time took about twice the time that predicted), so each config is timed
-under the load its runs will see, and the copies averaged.
+than one alone (shared caches and memory bandwidth, or vCPUs that share a core; on the
+2-core machine a lone probe's estimate was well short of what cpu-preset runs took two at
+a time; ``bench/side_by_side.py`` measures it), so each config is timed under the load its
+runs will see, and the copies averaged.
 """
 from __future__ import annotations
 
