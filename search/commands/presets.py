@@ -51,10 +51,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(
         # The paper's vector search task, where losses differ (A2-winner 410 vs SAC 151 at
         # 100k, 3 seeds; SPEC section 4b). Sized from measured speed (a 100k run takes ~8 min
-        # on one core here: a 18 ms update, 25k of them) so that everything, verdict
-        # included, ends in about two and a half hours on a 2-core laptop: 8 genomes, the
-        # first 4 with 3 seeds, then a 5-seed verdict of the winner and 3 references, the
-        # seeds of each loss as one batched model (1.3-1.5x on CPU, bench/RESULTS.md).
+        # on one core here: a 18 ms update, 25k of them) for everything, verdict included,
+        # to end in about two and a half hours on a 2-core laptop: 8 genomes, the first 4
+        # with 3 seeds, then a 5-seed verdict of the winner and 3 references, the seeds of
+        # each loss as one batched model (1.3-1.5x on CPU, bench/RESULTS.md). Its one full
+        # run took about 2 h 55 min (bench/RESULTS.md, "A real cpu-preset search").
         "cpu",
         "the paper's vector Cheetah-Run search on a laptop: early stopping at rungs, seeds for "
         "finalists, a held-out verdict against SAC, state SAC and A2-winner",

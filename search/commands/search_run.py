@@ -84,18 +84,20 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
                                       engine.rows(), ROW_COLUMNS, session_info)
         eta = Eta(slots=slots)
         display = Display(stream, log=folder.log_event, eta=eta)
+        verdict_runs = verdict_left(setup, folder.path)
+        already_done = engine.finished and verdict_runs == 0
         session = SearchSession(engine, folder, display, base=setup.train,
                                 min_interval_s=1.0 if setup.planted else 0.0,
-                                jobs_after=verdict_left(setup, folder.path))
+                                jobs_after=verdict_runs)
         session.save()  # on resume: population views rebuilt from the engine state
         resume_hint = f"python search.py --resume {folder.path}"
         try:
             for note in notes:  # now: the probe below takes seconds
                 display.info(note)
-            if not setup.planted and not (engine.finished and verdict_done(setup, folder.path)):
-                startup_lines(setup, engine, folder.path, slots, eta, probe_fn, display.info)
+            if not setup.planted and not already_done:
+                startup_lines(setup, engine, slots, eta, probe_fn, display.info, verdict_runs)
             with display:
-                if engine.finished and verdict_done(setup, folder.path):
+                if already_done:
                     display.info("the search had already finished")
                 elif setup.planted:
                     run_planted(session, setup.planted_target, setup.planted_noise)
@@ -122,27 +124,24 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
 
 # ---------------------------------------------------------------- the verdict phase
 def verdict_left(setup: SearchSetup, run: Path) -> int:
-    """The verdict's runs not trained yet (all of them before it is named)."""
-    v = setup.verdict
-    if not v.enabled or verdict_done(setup, run):
-        return 0
-    return (v.top + len(v.references)) * v.seeds
-
-
-def verdict_done(setup: SearchSetup, run: Path) -> bool:
+    """The verdict's runs not recorded yet (all of them before its winners are named)."""
     if not setup.verdict.enabled:
-        return True
+        return 0
     from search.evaluation.folder import FINAL, load_records
     from search.evaluation.verdict import VERDICT_DIR, read_names
 
     named = read_names(run)
     if named is None:
-        return False
+        return setup.verdict.runs
     if not named.winners:
-        return True  # nothing trained to name: no verdict (said at the time)
+        return 0  # nothing trained to name: no verdict (said at the time)
     records = load_records(run / VERDICT_DIR)
     expected = (len(named.winners) + len(setup.verdict.references)) * len(named.seeds)
-    return sum(r["status"] in FINAL for r in records.values()) >= expected
+    return max(0, expected - sum(r["status"] in FINAL for r in records.values()))
+
+
+def verdict_done(setup: SearchSetup, run: Path) -> bool:
+    return verdict_left(setup, run) == 0
 
 
 def prepare_verdict(setup: SearchSetup, engine: Any, run: Path) -> tuple[Any, Any]:
@@ -208,10 +207,11 @@ def run_search(setup: SearchSetup, engine: Any, session: Any, run: Path, tune_di
 
 
 # ---------------------------------------------------------------- start-up lines
-def startup_lines(setup: SearchSetup, engine: Any, run: Path, slots: int, eta: Any,
-                  probe_fn: Any, emit: Any) -> None:
+def startup_lines(setup: SearchSetup, engine: Any, slots: int, eta: Any, probe_fn: Any,
+                  emit: Any, verdict_runs: int) -> None:
     """Says (``emit(line)``) what the search starts, phase by phase, then how long it will
-    take by a probe of its training config on a worker of this cluster (sets ``eta.run_s``)."""
+    take by a probe of its training config on a worker of this cluster (sets ``eta.run_s``);
+    ``verdict_runs``: the verdict's runs still to train."""
     from search.runs.display import clock
     from search.runs.probe import probe_runs
 
@@ -229,16 +229,15 @@ def startup_lines(setup: SearchSetup, engine: Any, run: Path, slots: int, eta: A
     else:
         lines.append(f"selection: {e.budget} genomes x {e.seeds_per_candidate} seed(s), to the top"
                      + (f", {e.finalist_seeds} more seeds for each" if e.finalist_seeds else ""))
-    verdict_runs = (v.top + len(v.references)) * v.seeds if v.enabled else 0
     if v.enabled:
         lines.append(f"verdict: the top {v.top} named when the budget is spent, re-trained with "
-                     f"{', '.join(v.references)} on {v.seeds} held-out seeds: {verdict_runs} runs")
+                     f"{', '.join(v.references)} on {v.seeds} held-out seeds: {v.runs} runs")
     for line in lines:
         emit(line)
     (times,), how = probe_runs([t.replace(seed=1)], setup.dispatch, probe_fn=probe_fn,
                                slots=slots)
     eta.run_s = run_s = None if times is None else times.run_seconds(t)
-    left = engine.jobs_left() + verdict_left(setup, run)
+    left = engine.jobs_left() + verdict_runs
     if run_s is None:
         emit(f"{how}; no estimate until runs finish")
     else:

@@ -45,6 +45,11 @@ class VerdictConfig:
     def enabled(self) -> bool:
         return self.top > 0
 
+    @property
+    def runs(self) -> int:
+        """Runs of the verdict: the named genomes and the references, on every seed."""
+        return (self.top + len(self.references)) * self.seeds if self.enabled else 0
+
     def to_dict(self) -> dict[str, Any]:
         return {"top": self.top, "seeds": self.seeds, "references": list(self.references)}
 

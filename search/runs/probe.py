@@ -3,9 +3,9 @@ training config, in Ray tasks with a trial's resources (so on a cluster it times
 node, with its GPU when trials get one), before the first trial starts.
 
 As many probes run at once as trials will (up to ``slots``): runs side by side are slower
-than one alone (shared caches and memory bandwidth, or vCPUs that share a core; on the
-2-core machine a lone probe's estimate was well short of what cpu-preset runs took two at
-a time; ``bench/side_by_side.py`` measures it), so each config is timed under the load its
+than one alone (on the 2-core machine a lone probe said 5:28 a cpu-preset run, update
+11.6 ms, and that day's lone runs, two at a time, took 7.5 to 14 min, other load included;
+``bench/side_by_side.py`` measures the ratio), so each config is timed under the load its
 runs will see, and the copies averaged.
 """
 from __future__ import annotations
