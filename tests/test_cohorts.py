@@ -64,6 +64,7 @@ def test_a_cohort_job_travels_to_the_worker_and_back():
     cohort = cohort_of([job("a1", seed=1), job("a2", seed=2)])
     again = Job.from_params(cohort.params())
     assert again == cohort and [m.key for m in again.members] == ["a1", "a2"]
+    assert [m.together for m in again.members] == [2, 2] and cohort.together == 1  # the ETA's share
 
 
 def test_size_one_hands_out_the_sources_jobs_unchanged():

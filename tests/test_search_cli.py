@@ -253,6 +253,12 @@ def test_eta_uses_the_probe_until_runs_finish_then_their_mean_duration():
     assert eta.finished("a") == 30
     assert eta.seconds_left(3) == 45.0                               # 3 runs of 30 s, 2 at a time
     assert Eta().seconds_left(3) is None                             # nothing known yet
+    cohort = Eta(run_s=100.0, slots=2, now=clock)                    # 5 seeds in one trial:
+    for key in "vwxyz":                                              # each 1/5 of one slot
+        cohort.started(key, together=5)
+    clock.t += 50
+    assert cohort.finished("v") == 50 and cohort.per_job_s == 10
+    assert cohort.seconds_left(5) == (5 * 10 + 0) / 2
     from search.runs.display import clock as text
     assert text(3 * 86400 + 3725) == "3d 1:02:05"
 

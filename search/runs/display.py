@@ -37,26 +37,27 @@ def clock(seconds: float) -> str:
 
 class Eta:
     """Time left: the jobs not started and the unfinished part of the running ones, at the
-    mean duration of the jobs finished in this session (driver-measured, overheads
-    included), or, before any has finished, at ``run_s`` (a probe's estimate), over
-    ``slots`` jobs at a time."""
+    mean slot time of the jobs finished in this session (driver-measured, overheads
+    included; a job of a cohort of n takes 1/n of its slot, ``together``), or, before any
+    has finished, at ``run_s`` (a probe's estimate), over ``slots`` jobs at a time."""
 
     def __init__(self, run_s: float | None = None, slots: int = 1,
                  now: Callable[[], float] = time.monotonic) -> None:
         self.run_s, self.slots, self.now = run_s, max(1, slots), now
-        self._started: dict[str, float] = {}
-        self._durations: list[float] = []
+        self._started: dict[str, tuple[float, int]] = {}   # key: (start, together)
+        self._durations: list[float] = []                   # slot seconds of finished jobs
 
-    def started(self, key: str) -> None:
-        self._started[key] = self.now()
+    def started(self, key: str, together: int = 1) -> None:
+        self._started[key] = (self.now(), max(1, together))
 
     def finished(self, key: str) -> float | None:
-        """Forget ``key``; its duration, when it started in this session."""
-        start = self._started.pop(key, None)
+        """Forget ``key``; its wall duration, when it started in this session."""
+        start, together = self._started.pop(key, (None, 1))
         if start is None:
             return None
-        self._durations.append(self.now() - start)
-        return self._durations[-1]
+        wall = self.now() - start
+        self._durations.append(wall / together)
+        return wall
 
     @property
     def per_job_s(self) -> float | None:
@@ -69,7 +70,7 @@ class Eta:
         if per is None:
             return None
         now = self.now()
-        running = sum(max(0.0, per - (now - t)) for t in self._started.values())
+        running = sum(max(0.0, per - (now - t) / n) for t, n in self._started.values())
         return (jobs_left * per + running) / self.slots
 
 

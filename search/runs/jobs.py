@@ -35,6 +35,13 @@ class Job:
                                  # scheduler may stop it there; search/runs/tuner.py)
     members: tuple["Job", ...] = ()  # a cohort: these jobs (seeds of ``config``) as one batched
                                      # model in one trial (search/runs/cohorts.py)
+    together: int = 1                # jobs in this job's trial (a cohort's size; set by it):
+                                     # each takes 1/together of a slot (the ETA's share)
+
+    def __post_init__(self) -> None:
+        if any(m.together != len(self.members) for m in self.members):
+            object.__setattr__(self, "members", tuple(
+                dataclasses.replace(m, together=len(self.members)) for m in self.members))
 
     def params(self) -> dict[str, Any]:
         """What the Tune trial receives (JSON-safe)."""

@@ -86,7 +86,7 @@ class SearchSession:
 
     def started(self, job: Job) -> None:
         self._started.add(job.key)
-        self.display.eta.started(job.key)
+        self.display.eta.started(job.key, job.together)
         self.display.update(self.snapshot(force=True), quiet=True)
 
     def record(self, job: Job, outcome: Outcome) -> None:
