@@ -390,3 +390,12 @@ def test_tell_unknown_key():
     engine.tell(trial.key, 0.5)
     with pytest.raises(ValueError, match="in flight"):
         engine.tell(trial.key, 0.5)
+
+
+def test_generation_sizes_show_a_last_generation_that_would_train_alone():
+    def sizes(budget, population=3, strategy="generational"):
+        return Engine(EngineConfig(strategy=strategy, population=population,
+                                   budget=budget)).generation_sizes()
+    assert sizes(5) == [3, 2] and sizes(6) == [3, 2, 1]        # one survivor of 3 stays
+    assert sizes(550, population=100) == [100] + [75] * 6        # the paper's 7 stages
+    assert sizes(2) == [2] and sizes(6, strategy="steady") is None

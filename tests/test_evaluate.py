@@ -220,6 +220,20 @@ def test_a_used_folder_is_never_overwritten(tmp_path, capsys):
     assert [p.name for p in run.iterdir()] == ["notes.txt"]
 
 
+def test_cohorts_with_a_loss_term_are_handed_out_first(tmp_path):
+    """With seeds together, a loss's seeds go out in a row, the losses that train longest
+    (an auxiliary or CURL term) first, so that on 2 slots the last to start is a short one."""
+    plan = _plan(["--loss", "a2-winner", "--baselines", "sac,state-sac,curl", "--seeds", "2"]
+                 + FAKE_FLAGS)
+    session = EvalSession(plan, tmp_path / "e", Display(io.StringIO(), tty=False), True)
+    handed = [session.next_job() for _ in plan.runs]
+    assert [j.key.split("__")[0] for j in handed] == ["a2-winner"] * 2 + ["CURL"] * 2 + [
+        "SAC"] * 2 + ["SAC-state"] * 2
+    assert session.next_job() is None
+    in_plan = EvalSession(plan, tmp_path / "e", Display(io.StringIO(), tty=False))
+    assert [in_plan.next_job().key for _ in plan.runs] == [r.key for r in plan.runs]
+
+
 # ------------------------------------------------------------- dispatch on Ray
 @pytest.fixture
 def ray_2cpus(ray_instance):

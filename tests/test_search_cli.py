@@ -187,6 +187,9 @@ def test_presets_resolve_and_flags_override_them():
     assert (cpu.train.batch_size, cpu.train.hidden_dim, cpu.train.num_train_steps) == (128, 256, 100_000)
     assert min(cpu.engine.rungs) >= 50_000 and cpu.verdict.seeds >= 5
     assert set(cpu.verdict.references) == {"sac", "state-sac", "a2-winner"}
+    from search.evolution.engine import Engine
+    sizes = Engine(cpu.engine).generation_sizes()                   # no last generation alone
+    assert len(sizes) >= 2 and sizes[-1] == sizes[1], sizes
     paper = build_setup("paper")
     assert paper.train.from_pixels and paper.train.task == "cheetah_run"
     assert (paper.engine.population, paper.engine.survivor_fraction) == (100, 0.25)

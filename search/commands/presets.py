@@ -52,15 +52,17 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         # The paper's vector search task, where losses differ (A2-winner 410 vs SAC 151 at
         # 100k, 3 seeds; SPEC section 4b). Sized from measured speed (a 100k run takes 6-8
         # min on one core here: a 12-17 ms update, 25k of them) for everything, verdict
-        # included, to end in about two hours on a 2-core laptop: 6 genomes, the first 3
-        # with 3 seeds, then a 5-seed verdict of the winner and 3 references, the seeds of
-        # each loss as one batched model (bench/RESULTS.md). A search of 8 genomes (4 with
-        # seeds) took about 2 h 55 min on a disturbed machine (bench/RESULTS.md, "A real
-        # cpu-preset search"); its verdict alone about 80 min.
+        # included, to end in about two hours on a 2-core laptop: 5 genomes in two full
+        # generations (3, then 2 children of the best; a sixth would train alone behind the
+        # generation barrier, a slot idle), the first 3 with 3 seeds, then a 5-seed verdict
+        # of the winner and 3 references, the seeds of each loss as one batched model
+        # (bench/RESULTS.md). A search of 8 genomes (4 with seeds) took about 2 h 55 min on
+        # a disturbed machine (bench/RESULTS.md, "A real cpu-preset search"); its verdict
+        # alone about 80 min.
         "cpu",
         "the paper's vector Cheetah-Run search on a laptop: early stopping at rungs, seeds for "
         "finalists, a held-out verdict against SAC, state SAC and A2-winner",
-        engine={"strategy": "generational", "population": 3, "budget": 6,
+        engine={"strategy": "generational", "population": 3, "budget": 5,
                 "rungs": (50_000, 70_000), "reduction": 3, "finalist_seeds": 2},
         train={"domain_name": "cheetah_run", **_STATE_NET, "batch_size": 128,
                "hidden_dim": 256, "num_train_steps": 100_000, "eval_freq": 10_000,

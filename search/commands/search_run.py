@@ -226,6 +226,10 @@ def startup_lines(setup: SearchSetup, engine: Any, slots: int, eta: Any, probe_f
                      f"the top, the {later} after them may stop at rungs "
                      f"{', '.join(map(str, e.rungs))} (top 1/{e.reduction:g} go on); "
                      f"{e.finalist_seeds} more seeds for each that reaches the top")
+        sizes = engine.generation_sizes()
+        if sizes:
+            lines[-1] += (f"; generations of {', '.join(map(str, sizes))}, each once the one "
+                          "before is complete, its seeds included")
     else:
         lines.append(f"selection: {e.budget} genomes x {e.seeds_per_candidate} seed(s), to the top"
                      + (f", {e.finalist_seeds} more seeds for each" if e.finalist_seeds else ""))

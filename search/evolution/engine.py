@@ -103,6 +103,11 @@ class Engine:
         """Budget trained (finalist seeds included), nothing in flight."""
         return self.trained >= self.config.budget and not self._pending and not self._in_flight
 
+    def generation_sizes(self) -> list[int] | None:
+        """Genomes per generation under the budget (generational strategy), else None."""
+        sizes = getattr(self._strategy, "sizes", None)
+        return sizes(self.config.budget) if sizes else None
+
     def in_flight(self) -> list[Trial]:
         return list(self._in_flight.values())
 

@@ -65,6 +65,15 @@ class Generational(Strategy):
     def n_survivors(self) -> int:
         return min(self.population - 1, max(1, round(self.survivor_fraction * self.population)))
 
+    def sizes(self, budget: int) -> list[int]:
+        """The genomes each generation trains under ``budget``: a last one smaller than the
+        others trains alone behind its barrier, with slots idle."""
+        sizes, left = [min(self.population, budget)], budget - min(self.population, budget)
+        while left > 0:
+            sizes.append(min(self.population - self.n_survivors, left))
+            left -= sizes[-1]
+        return sizes
+
     def slot(self, born: int, outstanding: int, records: Records) -> Slot | None:
         if len(self.members) >= self.population:
             if outstanding:
