@@ -13,9 +13,9 @@ from search.runs.jobs import Job, Outcome, short_worker
 class EvalSession:
     """Every run of ``plan`` that ``run_dir`` does not hold as done or diverged; with
     ``seeds_together`` (cohort trials) handed out loss by loss and task by task, the seeds
-    of each in a row, the losses with an auxiliary or CURL term first (they train longest: on 2
-    slots the last cohort to start should not be the longest), else in the plan's order
-    (seed by seed)."""
+    of each in a row, in the plan's loss order but the losses with an auxiliary or CURL term
+    first (they train longest: on 2 slots the last cohort to start should not be the
+    longest), else in the plan's order (seed by seed)."""
 
     def __init__(self, plan: Plan, run_dir: Path, display: Display,
                  seeds_together: bool = False) -> None:
@@ -26,10 +26,9 @@ class EvalSession:
         self.recorded_before = len(plan.runs) - len(self.todo)
         self._queue = list(self.todo)
         if seeds_together:
-            first = {}
-            for i, r in enumerate(plan.runs):
-                first.setdefault((r.loss, r.task), i)
-            self._queue.sort(key=lambda r: (r.agent == "pixel_sac", first[r.loss, r.task]))
+            order = {loss.label: i for i, loss in enumerate(plan.losses)}
+            self._queue.sort(key=lambda r: (r.agent == "pixel_sac", order[r.loss],
+                                            plan.tasks.index(r.task)))
         self._live: dict[str, RunSpec] = {}
 
     # ------------------------------------------------------------ JobSource

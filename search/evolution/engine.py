@@ -105,8 +105,7 @@ class Engine:
 
     def generation_sizes(self) -> list[int] | None:
         """Genomes per generation under the budget (generational strategy), else None."""
-        sizes = getattr(self._strategy, "sizes", None)
-        return sizes(self.config.budget) if sizes else None
+        return self._strategy.sizes(self.config.budget)
 
     def in_flight(self) -> list[Trial]:
         return list(self._in_flight.values())

@@ -43,6 +43,10 @@ class Strategy(abc.ABC):
     def on_complete(self, genome_id: str, records: Records) -> None:
         """All candidate seeds of a genome were told."""
 
+    def sizes(self, budget: int) -> list[int] | None:
+        """Genomes per generation under ``budget``, where generations wait for each other."""
+        return None
+
     def state_dict(self) -> dict:
         return {}
 
@@ -68,7 +72,8 @@ class Generational(Strategy):
     def sizes(self, budget: int) -> list[int]:
         """The genomes each generation trains under ``budget``: a last one smaller than the
         others trains alone behind its barrier, with slots idle."""
-        sizes, left = [min(self.population, budget)], budget - min(self.population, budget)
+        sizes = [min(self.population, budget)]
+        left = budget - sizes[0]
         while left > 0:
             sizes.append(min(self.population - self.n_survivors, left))
             left -= sizes[-1]
