@@ -94,3 +94,33 @@ def test_a_job_held_back_for_a_cohort_counts_as_to_come_not_as_running(tmp_path)
     snap = session.snapshot(force=True)
     assert engine.running() == 2 and snap.running == 1
     assert snap.jobs_left == engine.jobs_left() + 1     # the second is still to come
+
+
+def test_the_last_jobs_are_split_over_free_slots_rather_than_queued_on_one():
+    free = [2]
+    cohorts = Cohorts(Source([job("a1", seed=1), job("a2", seed=2)]), 5, free_slots=lambda: free[0])
+    first = cohorts.next_job()
+    free[0] = 1   # the first took a slot
+    second = cohorts.next_job()
+    assert (first.key, second.key) == ("a1", "a2") and cohorts.finished
+    # one slot free: the same jobs train as one cohort
+    assert Cohorts(Source([job("a1", seed=1), job("a2", seed=2)]), 5,
+                   free_slots=lambda: 1).next_job().key == "a1+a2"
+    # three over two free slots: two together, then one
+    cohorts = Cohorts(Source([job(f"a{i}", seed=i) for i in (1, 2, 3)]), 5, free_slots=lambda: 2)
+    assert [cohorts.next_job().key, cohorts.next_job().key] == ["a1+a2", "a3"]
+
+
+def test_a_cohort_with_work_behind_it_is_not_split():
+    jobs = [job(f"a{i}", seed=i) for i in range(1, 6)] + [job("b1", OTHER, seed=1)]
+    cohorts = Cohorts(Source(jobs), 5, free_slots=lambda: 2)
+    assert [cohorts.next_job().key, cohorts.next_job().key] == ["a1+a2+a3+a4+a5", "b1"]
+    free = [2]
+    cohorts = Cohorts(Source([job(f"a{i}", seed=i) for i in range(1, 6)]), 5,
+                      free_slots=lambda: free[0])
+    first = cohorts.next_job().key
+    free[0] = 1
+    assert [first, cohorts.next_job().key] == ["a1+a2+a3", "a4+a5"]   # nothing behind: split
+    jobs = [job("a1", seed=1), job("a2", seed=2), job("b1", OTHER, seed=1)]
+    cohorts = Cohorts(Source(jobs), 5, free_slots=lambda: 2)
+    assert [cohorts.next_job().key, cohorts.next_job().key] == ["a1+a2", "b1"]

@@ -191,7 +191,7 @@ def execute(plan: Plan, run_dir: Path, dispatch: DispatchConfig, *, argv: Sequen
         display.info(ray_line)
         try:
             if session.todo:  # printed as they come: the probe takes seconds
-                startup_lines(session, dispatch, slots, display.eta, probe_fn, display.info)
+                display.eta = startup_lines(session, dispatch, slots, probe_fn, display.info)
             with display:
                 if session.todo:
                     from search.runs.tuner import run_jobs
@@ -212,11 +212,14 @@ def execute(plan: Plan, run_dir: Path, dispatch: DispatchConfig, *, argv: Sequen
     return 0
 
 
-def startup_lines(session: Any, dispatch: DispatchConfig, slots: int, eta: Any,
-                  probe_fn: Callable | None, emit: Callable[[str], None]) -> None:
+def startup_lines(session: Any, dispatch: DispatchConfig, slots: int,
+                  probe_fn: Callable | None, emit: Callable[[str], None]) -> Any:
     """Says (``emit(line)``) how long each run is, then the ETA from a probe of each loss
-    (on its first task)."""
+    (on its first task), played over the slots as the runs will be handed out (cohorts
+    included); returns that forecast (the status line's ETA)."""
+    from search.commands.outlook import QueuePlan
     from search.runs.display import clock
+    from search.runs.forecast import PROBE_FACTOR, Durations, Forecast, cost_key
     from search.runs.probe import probe_runs
 
     todo = session.todo
@@ -228,13 +231,17 @@ def startup_lines(session: Any, dispatch: DispatchConfig, slots: int, eta: Any,
         first_of.setdefault(spec.loss, spec.config)
     times, how = probe_runs(list(first_of.values()), dispatch, probe_fn=probe_fn, slots=slots)
     by_loss = dict(zip(first_of, times))
-    estimates = [by_loss[s.loss].run_seconds(s.config) for s in todo if by_loss[s.loss]]
-    if len(estimates) < len(todo):
+    probed = {cost_key(s.config): by_loss[s.loss].run_seconds(s.config) * PROBE_FACTOR
+              for s in todo if by_loss[s.loss]}
+    forecast = Forecast(lambda: QueuePlan(session.left()), Durations(probed), slots,
+                        size=dispatch.members_per_trial, plays=1)
+    if len(probed) < len({cost_key(s.config) for s in todo}):
         emit(f"{how}; no estimate until runs finish")
-        return
-    eta.run_s = sum(estimates) / len(estimates)
-    emit(f"{how} -> about {clock(eta.run_s)} a run on average; {len(todo)} runs: "
-         f"about {clock(eta.seconds_left(len(todo)))}")
+        return forecast
+    mean = sum(probed[cost_key(s.config)] for s in todo) / len(todo)
+    emit(f"{how} -> about {clock(mean)} a run on average; {len(todo)} runs: "
+         f"about {clock(forecast.seconds_left())}")
+    return forecast
 
 
 def _log(run_dir: Path, line: str) -> None:

@@ -82,8 +82,7 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
             engine = Engine(setup.engine)
             folder = RunFolder.create(todo.path, setup.to_config(), engine.state_dict(),
                                       engine.rows(), ROW_COLUMNS, session_info)
-        eta = Eta(slots=slots)
-        display = Display(stream, log=folder.log_event, eta=eta)
+        display = Display(stream, log=folder.log_event, eta=Eta(slots=slots))
         verdict_runs = verdict_left(setup, folder.path)
         already_done = engine.finished and verdict_runs == 0
         session = SearchSession(engine, folder, display, base=setup.train,
@@ -95,7 +94,8 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
             for note in notes:  # now: the probe below takes seconds
                 display.info(note)
             if not setup.planted and not already_done:
-                startup_lines(setup, engine, slots, eta, probe_fn, display.info, verdict_runs)
+                display.eta = startup_lines(setup, engine, slots, probe_fn, display.info,
+                                            verdict_recorded(setup, folder.path))
             with display:
                 if already_done:
                     display.info("the search had already finished")
@@ -140,6 +140,16 @@ def verdict_left(setup: SearchSetup, run: Path) -> int:
     return max(0, expected - sum(r["status"] in FINAL for r in records.values()))
 
 
+def verdict_recorded(setup: SearchSetup, run: Path) -> set[str]:
+    """The keys of the verdict runs recorded as final (a resume)."""
+    from search.evaluation.folder import FINAL, load_records
+    from search.evaluation.verdict import VERDICT_DIR
+
+    if not setup.verdict.enabled or not (run / VERDICT_DIR).is_dir():
+        return set()
+    return {k for k, r in load_records(run / VERDICT_DIR).items() if r["status"] in FINAL}
+
+
 def verdict_done(setup: SearchSetup, run: Path) -> bool:
     return verdict_left(setup, run) == 0
 
@@ -168,10 +178,12 @@ def prepare_verdict(setup: SearchSetup, engine: Any, run: Path) -> tuple[Any, An
 def start_verdict(setup: SearchSetup, engine: Any, run: Path, display: Any) -> Any:
     """The verdict phase as a job source (an EvalSession over ``verdict/``), its winners
     named first; None when nothing was named. The display goes on from the selection's,
-    with an ETA of its own (the probe's estimate until verdict runs finish)."""
+    with a forecast of the verdict's queue (durations measured in the selection, else
+    probed)."""
+    from search.commands.outlook import QueuePlan
     from search.evaluation.session import EvalSession
     from search.evaluation.verdict import VERDICT_DIR
-    from search.runs.display import Eta
+    from search.runs.forecast import Durations, Forecast
 
     named, plan = prepare_verdict(setup, engine, run)
     if not named.winners:
@@ -179,8 +191,10 @@ def start_verdict(setup: SearchSetup, engine: Any, run: Path, display: Any) -> A
         return None
     folder = run / VERDICT_DIR
     winners = ", ".join(f"{w['id']} ({w['fitness']:.4g})" for w in named.winners)
-    display.eta = Eta(run_s=display.eta.run_s, slots=display.eta.slots)
     session = EvalSession(plan, folder, display, setup.dispatch.members_per_trial > 1)
+    durations = getattr(display.eta, "durations", None) or Durations()
+    display.eta = Forecast(lambda: QueuePlan(session.left()), durations, display.eta.slots,
+                           size=setup.dispatch.members_per_trial, plays=1)
     display.info(f"verdict: named {winners}; {len(plan.runs)} runs ({len(plan.losses)} losses x "
                  f"{len(named.seeds)} held-out seeds {', '.join(map(str, named.seeds))}), "
                  f"{len(session.todo)} to train, in {folder}")
@@ -207,12 +221,18 @@ def run_search(setup: SearchSetup, engine: Any, session: Any, run: Path, tune_di
 
 
 # ---------------------------------------------------------------- start-up lines
-def startup_lines(setup: SearchSetup, engine: Any, slots: int, eta: Any, probe_fn: Any,
-                  emit: Any, verdict_runs: int) -> None:
+PLAYS = 9   # forecast plays where candidates may stop at rungs (drawn at random)
+
+
+def startup_lines(setup: SearchSetup, engine: Any, slots: int, probe_fn: Any,
+                  emit: Any, verdict_done_keys: set[str] = frozenset()) -> Any:
     """Says (``emit(line)``) what the search starts, phase by phase, then how long it will
-    take by a probe of its training config on a worker of this cluster (sets ``eta.run_s``);
-    ``verdict_runs``: the verdict's runs still to train."""
+    take: probes of its first genomes and references on a worker of this cluster give the
+    durations, and a forecast plays the search forward with them (barriers, cohorts,
+    finalist seeds, the verdict). Returns that forecast (the status line's ETA)."""
+    from search.commands.outlook import SearchPlan, probe_configs, probed_durations
     from search.runs.display import clock
+    from search.runs.forecast import Forecast, cost_key
     from search.runs.probe import probe_runs
 
     t, e, v = setup.train, setup.engine, setup.verdict
@@ -238,12 +258,35 @@ def startup_lines(setup: SearchSetup, engine: Any, slots: int, eta: Any, probe_f
                      f"{', '.join(v.references)} on {v.seeds} held-out seeds: {v.runs} runs")
     for line in lines:
         emit(line)
-    (times,), how = probe_runs([t.replace(seed=1)], setup.dispatch, probe_fn=probe_fn,
-                               slots=slots)
-    eta.run_s = run_s = None if times is None else times.run_seconds(t)
-    left = engine.jobs_left() + verdict_runs
-    if run_s is None:
-        emit(f"{how}; no estimate until runs finish")
-    else:
-        emit(f"{how} -> about {clock(run_s)} a full run; about {left} runs to go "
-             f"(stopped ones count whole): about {clock(eta.seconds_left(left))}")
+    configs, references = probe_configs(setup, engine)
+    # a longer probe where runs are long (~100 updates, not ~50: 3-second probes of the
+    # cpu preset differed by up to 1.3x from one start-up to the next)
+    times, how = probe_runs(configs, setup.dispatch, probe_fn=probe_fn, slots=slots,
+                            details=False, seconds=6.0 if t.num_train_steps >= 10_000 else 3.0)
+    durations = probed_durations(configs, times, references)
+    forecast = Forecast(lambda: SearchPlan(engine, setup, verdict_done_keys), durations, slots,
+                        size=setup.dispatch.members_per_trial, plays=PLAYS if e.rungs else 1)
+    cands = [durations.lone(c) for c, t in zip(configs, times)
+             if t is not None and cost_key(c) not in references]
+    parts = []
+    if cands:
+        parts.append(f"a first-generation run {clock(min(cands))}" + (
+            f"-{clock(max(cands))}" if len(cands) > 1 else "") + f" ({len(cands)} genomes)")
+    parts += [f"{references[cost_key(c)]} {clock(durations.lone(c))}"
+              for c, t in zip(configs, times) if t is not None and cost_key(c) in references]
+    plays = forecast.outlook()
+    if not plays:
+        why = f" ({forecast.error})" if forecast.error else ""
+        emit(f"{how}: {'; '.join(parts) or 'failed'}; no estimate until runs finish{why}")
+        return forecast
+    total = sorted(p.seconds for p in plays)
+    median = forecast.seconds_left()
+    text = f"about {clock(median)}"
+    if "verdict" in plays[0].marks:
+        selection = sorted(p.marks["verdict"] for p in plays)[len(plays) // 2]
+        text = (f"selection about {clock(selection)}, verdict about {clock(median - selection)}: "
+                f"{text} in all")
+    if total[-1] - total[0] >= 60:
+        text += f" ({clock(total[0])} to {clock(total[-1])}, by which candidates stop at rungs)"
+    emit(f"{how}: {'; '.join(parts)} a full run -> {text}")
+    return forecast

@@ -10,6 +10,19 @@ from search.runs.display import Display, Snapshot
 from search.runs.jobs import Job, Outcome, short_worker
 
 
+def handout_order(plan: Plan, runs: list[RunSpec], seeds_together: bool) -> list[RunSpec]:
+    """``runs`` in the order an evaluation hands them out (see :class:`EvalSession`)."""
+    if not seeds_together:
+        return list(runs)
+    order = {loss.label: i for i, loss in enumerate(plan.losses)}
+    return sorted(runs, key=lambda r: (r.agent == "pixel_sac", order[r.loss],
+                                       plan.tasks.index(r.task)))
+
+
+def run_job(spec: RunSpec) -> Job:
+    return Job(spec.key, spec.config, keep_files=True)
+
+
 class EvalSession:
     """Every run of ``plan`` that ``run_dir`` does not hold as done or diverged; with
     ``seeds_together`` (cohort trials) handed out loss by loss and task by task, the seeds
@@ -24,12 +37,9 @@ class EvalSession:
         self.todo: list[RunSpec] = [r for r in plan.runs
                                     if self.records.get(r.key, {}).get("status") not in FINAL]
         self.recorded_before = len(plan.runs) - len(self.todo)
-        self._queue = list(self.todo)
-        if seeds_together:
-            order = {loss.label: i for i, loss in enumerate(plan.losses)}
-            self._queue.sort(key=lambda r: (r.agent == "pixel_sac", order[r.loss],
-                                            plan.tasks.index(r.task)))
+        self._queue = handout_order(plan, self.todo, seeds_together)
         self._live: dict[str, RunSpec] = {}
+        self._started: set[str] = set()
 
     # ------------------------------------------------------------ JobSource
     @property
@@ -41,15 +51,22 @@ class EvalSession:
             return None
         spec = self._queue.pop(0)
         self._live[spec.key] = spec
-        return Job(spec.key, spec.config, keep_files=True)
+        return run_job(spec)
+
+    def left(self) -> list[Job]:
+        """The runs not started yet, in order (taken and held for a cohort, then queued)."""
+        held = [run_job(s) for k, s in self._live.items() if k not in self._started]
+        return held + [run_job(s) for s in self._queue]
 
     def started(self, job: Job) -> None:
-        self.display.eta.started(job.key, job.together)
+        self._started.add(job.key)
+        self.display.eta.started(job.key, job.together, job)
         self.display.update(self.snapshot(), quiet=True)
 
     def record(self, job: Job, outcome: Outcome) -> None:
         """Run files first, then the record (what makes the run count as done)."""
         spec = self._live.pop(job.key)
+        self._started.discard(job.key)
         if outcome.files:
             write_run_files(self.run_dir, spec.key, dict(outcome.files))
         record = make_record(spec, outcome)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Any
+from typing import Any, Iterable
 
 from spaces import reject_reason
 from search.evolution.config import EngineConfig
@@ -262,8 +262,9 @@ class Engine:
                 "strategy": self._strategy.state_dict()}
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> "Engine":
-        """Continue a saved run; trials that were in flight are handed out again first.
+    def from_state_dict(cls, state: dict[str, Any], running: Iterable[str] = ()) -> "Engine":
+        """Continue a saved run; trials that were in flight are handed out again first,
+        but those in ``running`` (a forecast's copy: they are being trained) stay in flight.
         Format 1 (before rungs and finalist seeds) reads as a search with neither."""
         if state.get("format") not in (1, FORMAT):
             raise ValueError(f"its format is {state.get('format')!r}, this code reads formats "
@@ -284,7 +285,8 @@ class Engine:
                                 else (kind, Candidate.from_dict(rest[0]), rest[1]))
         engine._pending = [trial(t) for t in state["pending"]]
         engine._in_flight = {t["key"]: trial(t) for t in state["in_flight"]}
-        engine._requeue = list(engine._in_flight)
+        running = set(running)
+        engine._requeue = [key for key in engine._in_flight if key not in running]
         engine._seeds_used = int(state["seeds_used"])
         engine._rungs.load_state_dict(state.get("rungs", {}))
         engine._strategy.load_state_dict(state["strategy"])

@@ -47,10 +47,10 @@ class Eta:
         self._started: dict[str, tuple[float, int]] = {}   # key: (start, together)
         self._durations: list[float] = []                   # slot seconds of finished jobs
 
-    def started(self, key: str, together: int = 1) -> None:
+    def started(self, key: str, together: int = 1, job: Any = None) -> None:
         self._started[key] = (self.now(), max(1, together))
 
-    def finished(self, key: str) -> float | None:
+    def finished(self, key: str, steps: int | None = None) -> float | None:
         """Forget ``key``; its wall duration, when it started in this session."""
         start, together = self._started.pop(key, (None, 1))
         if start is None:

@@ -37,11 +37,15 @@ class Job:
                                      # model in one trial (search/runs/cohorts.py)
     together: int = 1                # jobs in this job's trial (a cohort's size; set by it):
                                      # each takes 1/together of a slot (the ETA's share)
+    trial: str = ""                  # the key of the trial it trains in (set by a cohort)
 
     def __post_init__(self) -> None:
-        if any(m.together != len(self.members) for m in self.members):
+        n = len(self.members)
+        if any(m.together != n or m.trial != self.key for m in self.members):
             object.__setattr__(self, "members", tuple(
-                dataclasses.replace(m, together=len(self.members)) for m in self.members))
+                dataclasses.replace(m, together=n, trial=self.key) for m in self.members))
+        if not self.trial:
+            object.__setattr__(self, "trial", self.key)
 
     def params(self) -> dict[str, Any]:
         """What the Tune trial receives (JSON-safe)."""

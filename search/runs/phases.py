@@ -47,7 +47,8 @@ class Phases:
         self._owner[job.key].started(job)
 
     def record(self, job: Job, outcome: Outcome) -> None:
-        self._owner.pop(job.key).record(job, outcome)
+        # a job it did not hand out (one a forecast found running) is the first phase's
+        self._owner.pop(job.key, self._first).record(job, outcome)
 
     def retrying(self, job: Job, attempt: int, error: str) -> None:
         self._owner[job.key].retrying(job, attempt, error)

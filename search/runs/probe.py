@@ -39,7 +39,8 @@ def mean_times(times: Sequence[StepTimes]) -> StepTimes:
 
 def probe_runs(configs: Sequence[TrainConfig], dispatch: DispatchConfig, *,
                seconds: float = 3.0, probe_fn: ProbeFn | None = None,
-               timeout_s: float = 600.0, slots: int = 1) -> tuple[list[StepTimes | None], str]:
+               timeout_s: float = 600.0, slots: int = 1,
+               details: bool = True) -> tuple[list[StepTimes | None], str]:
     """The step times of each config (:meth:`StepTimes.run_seconds` turns them into a
     run's seconds, also for the same loss on another task), and a line saying how they
     were measured; a probe that fails gives None (the ETA then waits for finished runs).
@@ -47,7 +48,9 @@ def probe_runs(configs: Sequence[TrainConfig], dispatch: DispatchConfig, *,
     config timed by ``slots // len(configs)`` of them (at least one; 16 probes at most)."""
     if probe_fn is not None:
         times = [probe_fn(c) for c in configs]
-        return times, f"probe (given): {times[0].describe()}" if times else "probe: nothing to probe"
+        if not times:
+            return times, "probe: nothing to probe"
+        return times, f"probe (given): {times[0].describe()}" if details else "probe (given)"
     import ray
 
     copies = max(1, min(slots, MAX_AT_ONCE) // max(1, len(configs)))
@@ -56,16 +59,18 @@ def probe_runs(configs: Sequence[TrainConfig], dispatch: DispatchConfig, *,
     refs = [[task.remote(c.to_dict(), dispatch.threads, dispatch.gpus_per_trial > 0, seconds)
              for _ in range(copies)] for c in configs]
     out: list[StepTimes | None] = []
-    details: list[str] = []
+    texts: list[str] = []
     for group in refs:
         try:
             results = ray.get(group, timeout=timeout_s)
         except Exception as err:  # a probe must never stop the run it estimates
             out.append(None)
-            details.append(f"failed ({str(err).strip().splitlines()[-1][:120] if str(err).strip() else type(err).__name__})")
+            texts.append(f"failed ({str(err).strip().splitlines()[-1][:120] if str(err).strip() else type(err).__name__})")
             continue
         out.append(mean_times([StepTimes(**r) for r in results]))
-        details.append(out[-1].describe())
-    shown = details[0] if len(set(details)) == 1 else "; ".join(dict.fromkeys(details))
-    at_once = f", {len(configs) * copies} at once as runs will be" if len(configs) * copies > 1 else ""
-    return out, f"probe on a worker with a trial's resources{at_once}: {shown}"
+        texts.append(out[-1].describe())
+    shown = texts[0] if len(set(texts)) == 1 else "; ".join(dict.fromkeys(texts))
+    n = min(len(configs) * copies, max(1, slots))
+    at_once = f", {n} at once as runs will be" if n > 1 else ""
+    line = f"probe on a worker with a trial's resources{at_once}"
+    return out, f"{line}: {shown}" if details else line

@@ -21,6 +21,12 @@ from search.runs.jobs import Job, Outcome, short_worker, worker_name
 from spaces import Genome
 
 
+def trial_job(trial: Trial, base: TrainConfig, rungs: tuple[int, ...]) -> Job:
+    """The training run of an engine trial: a candidate's first seed reports at ``rungs``."""
+    config = base.replace(genome=trial.candidate.genome, seed=trial.seed)
+    return Job(trial.key, config, rungs=rungs if trial.kind == "candidate" else ())
+
+
 def engine_snapshot(engine: Engine, jobs_after: int = 0, started: int | None = None) -> Snapshot:
     """The status of the search; ``jobs_after``: runs of a later phase (the verdict) that
     the ETA counts too; ``started``: the trials out on the cluster (by default all the
@@ -77,16 +83,14 @@ class SearchSession:
             return None
         assert self.base is not None, "a training search needs the base TrainConfig"
         self._trials[trial.key] = trial
-        config = self.base.replace(genome=trial.candidate.genome, seed=trial.seed)
-        rungs = self.engine.config.rungs if trial.kind == "candidate" else ()
-        return Job(trial.key, config, rungs=rungs)
+        return trial_job(trial, self.base, self.engine.config.rungs)
 
     def at_checkpoint(self, job: Job, env_step: int, aulc: float) -> bool:
         return self.engine.at_checkpoint(job.key, env_step, aulc)
 
     def started(self, job: Job) -> None:
         self._started.add(job.key)
-        self.display.eta.started(job.key, job.together)
+        self.display.eta.started(job.key, job.together, job)
         self.display.update(self.snapshot(force=True), quiet=True)
 
     def record(self, job: Job, outcome: Outcome) -> None:
@@ -106,7 +110,7 @@ class SearchSession:
                          error=outcome.problem, wall_s=outcome.wall_s, worker=outcome.worker,
                          steps=outcome.steps, stopped_at=outcome.steps if outcome.stopped else None)
         self.save()
-        driver_s = self.display.eta.finished(trial.key)
+        driver_s = self.display.eta.finished(trial.key, outcome.steps)
         self.timings.append({"key": trial.key, "driver_s": driver_s, "train_s": outcome.train_s,
                              "wall_s": outcome.wall_s, "error": outcome.problem})
         c = trial.candidate

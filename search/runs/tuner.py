@@ -221,9 +221,12 @@ def run_jobs(source: JobSource, dispatch: DispatchConfig, storage: Path, *,
     """Run the source's jobs on the Ray instance this process is connected to, until the
     source is finished or Tune stops (Ctrl-C: the run folder holds what a resume needs)."""
     limit = concurrency(dispatch)  # also refuses trials the cluster cannot hold
+    cohorts = None
     if dispatch.members_per_trial > 1:
-        source = Cohorts(source, dispatch.members_per_trial)
+        source = cohorts = Cohorts(source, dispatch.members_per_trial)
     searcher = JobSearcher(source)
+    if cohorts is not None:   # suggest() fills one of them; live trials hold the others
+        cohorts.free_slots = lambda: limit - len(searcher.live)
     scheduler = RungScheduler(searcher)
     tuner = tune.Tuner(
         tune.with_resources(make_trainable(dispatch, train_fn), dispatch.resources),

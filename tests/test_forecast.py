@@ -1,0 +1,136 @@
+"""The forecast (search/runs/forecast.py, search/commands/outlook.py): the schedule played
+forward on a simulated clock, with barriers, cohorts, rungs and the verdict."""
+import random
+
+import pytest
+
+from rl.config import TrainConfig
+from search.commands.outlook import SearchPlan, probe_configs
+from search.commands.presets import build_setup
+from search.evolution.engine import Engine
+from search.runs.forecast import COHORT_FACTOR, Durations, Forecast, cost_key, play
+from search.runs.jobs import Job
+
+BASE = TrainConfig(domain_name="cartpole_swingup", num_train_steps=1000)
+
+
+class Queue:
+    """A plan of fixed jobs."""
+
+    def __init__(self, jobs):
+        self.jobs = jobs
+
+    def source(self, running, clock):
+        from search.runs.forecast import ListSource
+
+        return ListSource(j for j in self.jobs if j.key not in running)
+
+
+def seeds(n, config=BASE):
+    return [Job(f"r{i}", config.replace(seed=i)) for i in range(1, n + 1)]
+
+
+def durations(seconds, config=BASE):
+    return Durations({cost_key(config): seconds})
+
+
+def test_lone_runs_fill_the_slots_in_order():
+    trace = []
+    result = play(Queue(seeds(3)), 2, durations(10.0), trace=trace)
+    assert result.seconds == 20.0
+    assert [(t, what, keys) for t, what, keys in trace if what == "start"] == [
+        (0.0, "start", ["r1"]), (0.0, "start", ["r2"]), (10.0, "start", ["r3"])]
+
+
+def test_a_cohort_takes_its_members_lone_time_times_the_cohort_factor():
+    result = play(Queue(seeds(5)), 1, durations(10.0), size=5)
+    assert result.seconds == pytest.approx(5 * 10.0 * COHORT_FACTOR)
+    # two free slots and nothing behind: 3 + 2 instead of 5 on one slot
+    assert play(Queue(seeds(5)), 2, durations(10.0), size=5).seconds == pytest.approx(
+        3 * 10.0 * COHORT_FACTOR)
+
+
+def test_running_trials_end_when_their_estimate_says():
+    running = [(4.0, seeds(1))]
+    assert play(Queue(seeds(3)[1:]), 2, durations(10.0), running=running).seconds == 14.0
+
+
+def test_unknown_durations_give_no_forecast():
+    assert play(Queue(seeds(2)), 2, Durations()) is None
+
+
+def test_durations_measured_beat_probed_and_a_new_genome_takes_the_candidates_mean():
+    from spaces import Genome, named
+
+    a2 = BASE.replace(genome=named("a2-winner"))
+    cand = BASE.replace(genome=named("a2-winner-v"))
+    sac = BASE.replace(agent="pixel_sac")
+    d = Durations({cost_key(cand): 100.0, cost_key(a2): 60.0, cost_key(sac): 10.0},
+                  references=[cost_key(sac)])
+    d.note(Job("x", a2, together=2), 2 * 50.0 * COHORT_FACTOR)   # a cohort of 2: 50 s each
+    assert d.lone(a2) == pytest.approx(50.0)
+    d.note(Job("y", cand), 40.0, steps=500)                       # stopped half way
+    assert d.lone(cand) == pytest.approx(80.0)
+    other = BASE.replace(genome=Genome.parse("k4 s10001/a0001/r0000 > s00000/a0001/r1100 mse"))
+    assert d.lone(other) == pytest.approx((80.0 + 50.0) / 2)      # the reference left out
+    assert d.trial(seeds(2, sac)) == pytest.approx(2 * 10.0 * COHORT_FACTOR)
+
+
+def test_a_copy_of_the_engine_keeps_running_trials_in_flight():
+    setup = build_setup("smoke")
+    engine = Engine(setup.engine)
+    first, second = engine.ask(), engine.ask()
+    copy = Engine.from_state_dict(engine.state_dict(), running={first.key})
+    assert copy.ask().key == second.key             # handed out again: not started
+    assert first.key in {t.key for t in copy.in_flight()}
+    assert engine.running() == 2                    # the original is untouched
+
+
+def smoke_play(budget=5, rungs=True, seed=0):
+    engine_changes = {"budget": budget} if rungs else {"budget": budget, "rungs": ()}
+    setup = build_setup("smoke", engine=engine_changes)
+    engine = Engine(setup.engine)
+    configs, labels = probe_configs(setup, engine)
+    d = Durations({cost_key(c): 100.0 for c in configs}, labels)
+    trace = []
+    result = play(SearchPlan(engine, setup), 2, d, size=5, rng=random.Random(seed), trace=trace)
+    return setup, engine, result, trace
+
+
+def test_a_search_plays_through_its_barriers_and_then_the_verdict():
+    setup, engine, result, trace = smoke_play(rungs=False)
+    ends = [t for t, what, keys in trace if what == "end" and "__" not in keys[0]]
+    verdict = [(t, keys) for t, what, keys in trace if what == "start" and "__" in keys[0]]
+    assert result.marks["verdict"] == max(ends)              # named when the selection ended
+    assert min(t for t, _ in verdict) == result.marks["verdict"]
+    assert sum(len(keys) for _, keys in verdict) == setup.verdict.runs
+    # generation 1 starts only once generation 0 is complete, its finalist seeds included
+    starts = [(t, keys) for t, what, keys in trace if what == "start" and "__" not in keys[0]]
+    first_ids = [keys[0].split("-")[0] for _, keys in starts][:setup.engine.population]
+    last_gen0_end = max(t for t, what, keys in trace if what == "end"
+                        and keys[0].split("-")[0] in first_ids)
+    later = [t for t, keys in starts if keys[0].split("-")[0] not in first_ids]
+    assert later and min(later) >= last_gen0_end
+    assert engine.trained == 0 and engine.running() == 0     # the real engine never moved
+
+
+def test_with_rungs_the_plays_differ_by_which_candidates_stop():
+    outcomes = {smoke_play(budget=8, seed=s)[2].seconds for s in range(8)}
+    assert len(outcomes) > 1
+    assert any(what == "stop" for s in range(8) for _, what, _ in smoke_play(budget=8, seed=s)[3])
+
+
+def test_the_forecast_counts_down_from_its_last_capture_and_notes_durations():
+    clock = [0.0]
+    jobs = seeds(3)
+    left = list(jobs)
+    forecast = Forecast(lambda: Queue(list(left)), durations(10.0), 2, now=lambda: clock[0])
+    assert forecast.seconds_left() == 20.0
+    for job in jobs[:2]:
+        left.remove(job)
+        forecast.started(job.key, 1, job)
+    clock[0] = 6.0
+    assert forecast.seconds_left() == pytest.approx(14.0)    # 4 s left of both, then 10 s
+    assert forecast.finished("r1") == 6.0                    # took 6 s: the estimate learns
+    assert forecast.durations.lone(BASE) == pytest.approx(6.0)
+    assert forecast.error is None
