@@ -36,7 +36,8 @@ def clock(seconds: float) -> str:
 
 
 class Eta:
-    """Time left: the jobs not started and the unfinished part of the running ones, at the
+    """The simple ETA (the planted benchmark's, and the display's until a command sets a
+    forecast, search/runs/forecast.py): the jobs not started and the unfinished part of the running ones, at the
     mean slot time of the jobs finished in this session (driver-measured, overheads
     included; a job of a cohort of n takes 1/n of its slot, ``together``), or, before any
     has finished, at ``run_s`` (a probe's estimate), over ``slots`` jobs at a time."""
