@@ -55,6 +55,22 @@ def test_running_trials_end_when_their_estimate_says():
     assert play(Queue(seeds(3)[1:]), 2, durations(10.0), running=running).seconds == 14.0
 
 
+def test_a_running_candidate_may_still_stop_at_the_rungs_ahead_of_it():
+    class Stopper(Queue):
+        def source(self, running, clock):
+            source = super().source(running, clock)
+            source.at_checkpoint = lambda job, step, aulc: False   # stop at any rung
+            return source
+
+    job = Job("c", BASE.replace(seed=1), rungs=(500,))
+    trace = []
+    # 10 s a run, 8 s left: 2 s in, its rung at 5 s comes in 3 s
+    result = play(Stopper([]), 2, durations(10.0), running=[(8.0, [job])], trace=trace)
+    assert result.seconds == pytest.approx(3.0) and trace == [(pytest.approx(3.0), "stop", ["c"])]
+    # past its rung (6 s in): it runs to the end
+    assert play(Stopper([]), 2, durations(10.0), running=[(4.0, [job])]).seconds == 4.0
+
+
 def test_unknown_durations_give_no_forecast():
     assert play(Queue(seeds(2)), 2, Durations()) is None
 

@@ -172,7 +172,13 @@ def play(plan: Plan, slots: int, durations: Durations, *, size: int = 1,
         return count[1]
 
     for left, jobs in running:
-        push(max(0.0, left), out(), "end", 0, tuple(jobs))
+        trial, job = out(), jobs[0]
+        seconds = durations.trial(jobs)
+        for rung in job.rungs if seconds is not None else ():   # the rungs still ahead of it
+            at = left - seconds * (1 - rung / job.config.num_train_steps)
+            if at > 0:
+                push(at, trial, "rung", rung, (job,))
+        push(max(0.0, left), trial, "end", 0, tuple(jobs))
     ended: set[int] = set()   # trial numbers
     while True:
         while busy[0] < slots:
@@ -193,9 +199,9 @@ def play(plan: Plan, slots: int, durations: Durations, *, size: int = 1,
         if not events:
             break
         at, _, trial, what, step, jobs = heapq.heappop(events)
-        clock.now = at
-        if trial in ended:
+        if trial in ended:   # stopped at a rung before this event
             continue
+        clock.now = at
         if what == "rung":
             if base.at_checkpoint(jobs[0], step, rng.gauss(0.0, 1.0)):
                 continue
