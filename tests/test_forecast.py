@@ -150,3 +150,17 @@ def test_the_forecast_counts_down_from_its_last_capture_and_notes_durations():
     assert forecast.finished("r1") == 6.0                    # took 6 s: the estimate learns
     assert forecast.durations.lone(BASE) == pytest.approx(6.0)
     assert forecast.error is None
+
+
+def test_a_search_plays_draw_results_on_the_scale_of_the_real_ones():
+    setup = build_setup("smoke")
+    engine = Engine(setup.engine)
+    trial = engine.ask()
+    engine.at_checkpoint(trial.key, setup.engine.rungs[0], 40.0)
+    engine.tell(trial.key, 150.0, steps=setup.train.num_train_steps)
+    plan = SearchPlan(engine, setup)
+    rng = random.Random(0)
+    job = Job("x", setup.train)
+    assert plan.draw(job, setup.engine.rungs[0], rng) == 40.0                 # recorded there
+    assert plan.draw(job, setup.train.num_train_steps, rng) == 150.0          # trained to the top
+    assert plan.draw(job, setup.engine.rungs[1], rng) != 40.0                 # nothing yet: N(0, 1)

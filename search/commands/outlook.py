@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
 from typing import Any, Iterable, Sequence
 
 from rl.config import TrainConfig
@@ -59,6 +60,17 @@ class SearchPlan:
     def __init__(self, engine: Engine, setup: SearchSetup, done: Iterable[str] = ()) -> None:
         self.state, self.setup = engine.state_dict(), setup
         self.done = set(done)   # verdict runs recorded already (a resume)
+        # what a play draws from: the AULCs recorded at each rung, the fitness of the
+        # genomes trained to the top (so drawn and real results rank on one scale)
+        self.pool: dict[int, list[float]] = {
+            step: sorted(values.values()) for step, values in engine.rung_values.items()}
+        self.pool[setup.train.num_train_steps] = [
+            r.fitness for r in engine.records() if r.reached_top and r.fitness is not None]
+
+    def draw(self, job: Job, env_step: int, rng: random.Random) -> float:
+        """A value recorded there so far, at random; a normal draw before any is."""
+        pool = self.pool.get(env_step)
+        return rng.choice(pool) if pool else rng.gauss(0.0, 1.0)
 
     def source(self, running: set[str], clock: Clock) -> Any:
         engine = Engine.from_state_dict(self.state, running=running)

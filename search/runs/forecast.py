@@ -134,7 +134,9 @@ class Clock:
 
 
 class Plan(Protocol):
-    """What is left to hand out, captured at one moment; each call makes a fresh copy."""
+    """What is left to hand out, captured at one moment; each call makes a fresh copy.
+    A plan may also have ``draw(job, env_step, rng)``: the AULC a play gives ``job`` at
+    ``env_step`` (by default a standard normal draw)."""
 
     def source(self, running: set[str], clock: Clock) -> Source:
         """The jobs not out now (``running``: the keys of those being trained) as a source."""
@@ -155,6 +157,7 @@ def play(plan: Plan, slots: int, durations: Durations, *, size: int = 1,
     when a trial's duration is unknown (nothing probed or measured)."""
     rng = rng or random.Random(0)
     clock = Clock()
+    draw = getattr(plan, "draw", None) or (lambda job, step, rng: rng.gauss(0.0, 1.0))
     base = plan.source({j.key for _, jobs in running for j in jobs}, clock)
     busy = [0]
     source = Cohorts(base, size, free_slots=lambda: slots - busy[0]) if size > 1 else base
@@ -203,11 +206,13 @@ def play(plan: Plan, slots: int, durations: Durations, *, size: int = 1,
             continue
         clock.now = at
         if what == "rung":
-            if base.at_checkpoint(jobs[0], step, rng.gauss(0.0, 1.0)):
+            aulc = draw(jobs[0], step, rng)
+            if base.at_checkpoint(jobs[0], step, aulc):
                 continue
-            outcome = Outcome(approx_aulc=rng.gauss(0.0, 1.0), steps=step, stopped=True)
+            outcome = Outcome(approx_aulc=aulc, steps=step, stopped=True)
         else:
-            outcome = Outcome(approx_aulc=rng.gauss(0.0, 1.0), steps=jobs[0].config.num_train_steps)
+            top = jobs[0].config.num_train_steps
+            outcome = Outcome(approx_aulc=draw(jobs[0], top, rng), steps=top)
         ended.add(trial)
         busy[0] -= 1
         if trace is not None:
