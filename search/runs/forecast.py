@@ -18,7 +18,7 @@ import random
 import statistics
 import threading
 import time
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 from rl.config import TrainConfig
 from search.runs.cohorts import Cohorts
