@@ -59,7 +59,7 @@ DRIVER = textwrap.dedent("""
                                      final_return=returns[-1], wall_s={sleep}, train_s={sleep},
                                      failed=None, env_steps=config.num_train_steps)
 
-    def fake_probe(config):  # a run takes about as long as fake_train sleeps
+    def fake_probe(config, members=1):  # a run takes about as long as fake_train sleeps
         return StepTimes(setup_s={sleep}, env_s=0.0, act_s=0.0, update_s=0.0, episode_steps=0)
 
     raise SystemExit(main(sys.argv[1:], train_fn=fake_train, probe_fn=fake_probe))

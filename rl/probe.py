@@ -47,52 +47,71 @@ def _timed(fn, budget_s: float, at_most: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def probe(config: TrainConfig, *, seconds: float = 3.0, threads: int | None = None) -> StepTimes:
-    """Time ``config`` (resolved or not) for about ``seconds`` after its setup."""
+def probe(config: TrainConfig, *, seconds: float = 3.0, threads: int | None = None,
+          members: int = 1) -> StepTimes:
+    """Time ``config`` (resolved or not) for about ``seconds`` after its setup. ``members``
+    > 1: a cohort of that many seeds as ``rl.cohort.train_cohort`` trains it (one batched
+    update and action for all, each member's env step), so the times are the cohort's."""
     t0 = time.perf_counter()
+    import numpy as np
     import torch
 
     from rl.agent import make_agent
     from rl.envs import make_env
+    from rl.population import make_population
     from rl.replay import ReplayBuffer
     from rl.train import prepare, resolve_device, seed_everything
 
+    if members < 1:
+        raise ValueError(f"--seeds: a probe needs at least one member, got {members}")
     config = prepare(config, seed=config.seed if config.seed >= 0 else 0)
     if threads:
         torch.set_num_threads(threads)
     seed_everything(config.seed)
     stack = config.frame_stack if config.from_pixels else 1
-    env = make_env(config.task, from_pixels=config.from_pixels, image_size=config.render_size,
-                   action_repeat=config.action_repeat, frame_stack=stack, seed=config.seed)
-    agent = make_agent(config, env.observation_shape, env.action_dim,
-                       resolve_device(config.device))
-    replay = ReplayBuffer(max(64, config.genome.horizon * 4 + 16), env.frame_shape,
-                          env.frame_dtype, env.action_dim, frame_stack=stack, seed=config.seed)
-    obs = env.reset()
-    replay.start_episode(obs)
-    state = {"obs": obs}
+    seeds = [config.seed + k for k in range(members)]
+    envs = [make_env(config.task, from_pixels=config.from_pixels, image_size=config.render_size,
+                     action_repeat=config.action_repeat, frame_stack=stack, seed=seed)
+            for seed in seeds]
+    env = envs[0]
+    device = resolve_device(config.device)
+    if members == 1:
+        agent = make_agent(config, env.observation_shape, env.action_dim, device)
+    else:
+        agent = make_population(config, env.observation_shape, env.action_dim, device, seeds)
+    replays = [ReplayBuffer(max(64, config.genome.horizon * 4 + 16), env.frame_shape,
+                            env.frame_dtype, env.action_dim, frame_stack=stack, seed=seed)
+               for seed in seeds]
+    state = {"obs": [e.reset() for e in envs]}
+    for replay, obs in zip(replays, state["obs"]):
+        replay.start_episode(obs)
 
-    def env_step() -> None:
-        obs, reward, over, terminal = env.step(env.sample_action())
-        replay.add(env.sample_action(), reward, obs, terminal)
-        state["obs"] = obs
-        if over:
-            state["obs"] = env.reset()
-            replay.start_episode(state["obs"])
+    def env_step() -> None:  # every member's
+        for k, (e, replay) in enumerate(zip(envs, replays)):
+            obs, reward, over, terminal = e.step(e.sample_action())
+            replay.add(e.sample_action(), reward, obs, terminal)
+            state["obs"][k] = obs
+            if over:
+                state["obs"][k] = e.reset()
+                replay.start_episode(state["obs"][k])
 
     horizon = max(1, config.genome.horizon) if config.agent == "auxi_sac" else 1
-    while not replay.can_sample(horizon):
+    while not all(replay.can_sample(horizon) for replay in replays):
         env_step()
     for _ in range(2 * horizon + 8):
         env_step()
     setup_s = time.perf_counter() - t0
     share = seconds / 3
     env_s = _timed(env_step, share, 200)
-    act_s = _timed(lambda: agent.act(state["obs"], sample=True), share / 2, 200)
+    if members == 1:
+        act = lambda: agent.act(state["obs"][0], sample=True)  # noqa: E731
+    else:
+        act = lambda: agent.act(np.stack(state["obs"]), sample=True)  # noqa: E731
+    act_s = _timed(act, share / 2, 200)
     step = {"n": 0}
 
     def update() -> None:
-        agent.update(replay, step["n"], diagnostics=False)
+        agent.update(replays[0] if members == 1 else replays, step["n"], diagnostics=False)
         step["n"] += 1
 
     update()  # the first update allocates; it is not what a run repeats

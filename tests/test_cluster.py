@@ -86,7 +86,7 @@ DRIVER = textwrap.dedent("""
                                      final_return=returns[-1], wall_s=1.0, train_s=1.0,
                                      failed=None, env_steps=config.num_train_steps)
 
-    def probe(config):
+    def probe(config, members=1):
         from rl.probe import StepTimes
         return StepTimes(setup_s=2.0, env_s=0.0, act_s=0.0, update_s=0.0, episode_steps=0)
 

@@ -42,7 +42,7 @@ def fake_train(config, run_dir=None, *, progress=False, threads=None, seed=None)
                                  env_steps=config.num_train_steps)
 
 
-def fake_probe(config):
+def fake_probe(config, members=1):
     return StepTimes(setup_s=1.0, env_s=0.0, act_s=0.0, update_s=0.0, episode_steps=0)
 
 

@@ -97,7 +97,7 @@ def fake_train(config, run_dir, *, progress=False, threads=None, seed=None, call
     return result
 
 
-def fake_probe(config):
+def fake_probe(config, members=1):
     """The start-up probe's stand-in: runs of fake_train take no time."""
     from rl.probe import StepTimes
 

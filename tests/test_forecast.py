@@ -5,7 +5,7 @@ import random
 import pytest
 
 from rl.config import TrainConfig
-from search.commands.outlook import SearchPlan, probe_configs
+from search.commands.outlook import SearchPlan, probe_configs, probed_durations
 from search.commands.presets import build_setup
 from search.evolution.engine import Engine
 from search.runs.forecast import COHORT_FACTOR, Durations, Forecast, cost_key, play
@@ -92,6 +92,46 @@ def test_durations_measured_beat_probed_and_a_new_genome_takes_the_candidates_me
     assert d.trial(seeds(2, sac)) == pytest.approx(2 * 10.0 * COHORT_FACTOR)
 
 
+def test_references_are_probed_alone_and_as_their_verdict_cohort():
+    """A reference's verdict seeds train as one cohort: its probe as that cohort gives its
+    own factor (cheap models batch better than the candidates' COHORT_FACTOR)."""
+    from rl.probe import StepTimes
+
+    setup = build_setup("cpu")
+    probes = probe_configs(setup, Engine(setup.engine))
+    refs = {cost_key(c) for c, m in zip(probes.configs, probes.members) if m > 1}
+    assert refs == set(probes.labels) and len(refs) == len(setup.verdict.references)
+    assert set(probes.members) == {1, min(setup.verdict.seeds, setup.dispatch.members_per_trial)}
+    lone = [c for c, m in zip(probes.configs, probes.members) if m == 1]
+    assert {cost_key(c) for c in lone} >= refs              # each reference alone as well
+
+    def times(config, members):   # a run: 100 s alone; a cohort of 5: 300 s (0.6 a member)
+        run = config.agent_steps
+        return StepTimes(0.0, 0.0, 0.0, (100.0 if members == 1 else 300.0) / run, 0)
+    d = probed_durations(probes, [times(c, m) for c, m in zip(probes.configs, probes.members)])
+    sac = next(c for c in lone if cost_key(c) in refs)
+    cand = next(c for c in lone if cost_key(c) not in refs)
+    assert d.factor(sac, 5) == pytest.approx(0.6) and d.factor(cand, 5) == COHORT_FACTOR
+    assert d.lone(sac) == pytest.approx(times(sac, 1).run_seconds(sac) * 1.07)
+    assert d.trial([Job(f"s{i}", sac) for i in range(5)]) == pytest.approx(3 * d.lone(sac))
+    d.note(Job("s1", sac, together=5), 250.0)                # measured: 250 s for the cohort
+    assert d.trial([Job(f"s{i}", sac) for i in range(5)]) == pytest.approx(250.0)
+
+
+def test_a_cohort_probe_times_the_batched_update_of_its_members():
+    """rl.probe with members: the real population update, act and every member's env step."""
+    from rl.probe import probe
+    from rl.train import prepare
+
+    config = prepare(BASE.replace(agent="pixel_sac", encoder_type="identity", batch_size=32,
+                                  hidden_dim=32, num_train_steps=2000), seed=0)
+    lone, cohort = probe(config, seconds=0.3), probe(config, seconds=0.3, members=3)
+    assert cohort.env_s > 1.5 * lone.env_s           # three envs step where one did
+    assert cohort.update_s > 0 and cohort.run_seconds(config) > lone.run_seconds(config)
+    with pytest.raises(ValueError, match="--seeds"):
+        probe(config, members=0)
+
+
 def test_a_copy_of_the_engine_keeps_running_trials_in_flight():
     setup = build_setup("smoke")
     engine = Engine(setup.engine)
@@ -106,8 +146,8 @@ def smoke_play(budget=5, rungs=True, seed=0):
     engine_changes = {"budget": budget} if rungs else {"budget": budget, "rungs": ()}
     setup = build_setup("smoke", engine=engine_changes)
     engine = Engine(setup.engine)
-    configs, labels = probe_configs(setup, engine)
-    d = Durations({cost_key(c): 100.0 for c in configs}, labels)
+    probes = probe_configs(setup, engine)
+    d = Durations({cost_key(c): 100.0 for c in probes.configs}, probes.labels)
     trace = []
     result = play(SearchPlan(engine, setup), 2, d, size=5, rng=random.Random(seed), trace=trace)
     return setup, engine, result, trace

@@ -6,6 +6,7 @@ runs, its runs not started yet. And the start-up probes that give the durations.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import random
 from typing import Any, Iterable, Sequence
@@ -99,11 +100,20 @@ class QueuePlan:
         return ListSource(j for j in self.jobs if j.key not in running)
 
 
-def probe_configs(setup: SearchSetup, engine: Engine) -> tuple[list[TrainConfig], dict[str, str]]:
-    """The configs whose probes give a search's durations: up to MAX_GENOME_PROBES genomes
-    the engine hands out first (its first generation, from a copy), and the verdict's
-    references; and the references' labels by cost key (they are not candidates: a genome
-    not probed takes the candidates' mean)."""
+@dataclasses.dataclass(frozen=True)
+class Probes:
+    """What the start-up probes: ``configs[i]`` as ``members[i]`` seeds at once, and the
+    references' labels by cost key (they are not candidates: a genome not probed takes the
+    candidates' mean)."""
+    configs: tuple[TrainConfig, ...]
+    members: tuple[int, ...]
+    labels: dict[str, str]
+
+
+def probe_configs(setup: SearchSetup, engine: Engine) -> Probes:
+    """Up to MAX_GENOME_PROBES genomes the engine hands out first (its first generation,
+    from a copy), alone, and each verdict reference alone and as the cohort its verdict
+    seeds train in (cheap models batch better than the candidates' COHORT_FACTOR says)."""
     copy = Engine.from_state_dict(engine.state_dict())
     genomes: dict[str, TrainConfig] = {}
     while len(genomes) < MAX_GENOME_PROBES:
@@ -119,11 +129,23 @@ def probe_configs(setup: SearchSetup, engine: Engine) -> tuple[list[TrainConfig]
             key = cost_key(job.config)
             references.setdefault(key, job.config)
             labels.setdefault(key, job.key.split("__")[0])
-    return [*genomes.values(), *references.values()], labels
+    cohort = min(setup.verdict.seeds, setup.dispatch.members_per_trial)
+    configs = [*genomes.values(), *references.values()]
+    members = [1] * len(configs)
+    if cohort > 1:
+        configs += references.values()
+        members += [cohort] * len(references)
+    return Probes(tuple(configs), tuple(members), labels)
 
 
-def probed_durations(configs: Sequence[TrainConfig], times: Sequence[Any],
-                     references: Iterable[str]) -> Durations:
-    """Durations from the probes (StepTimes, None for a failed one), x PROBE_FACTOR."""
-    return Durations({cost_key(c): t.run_seconds(c) * PROBE_FACTOR
-                      for c, t in zip(configs, times) if t is not None}, references)
+def probed_durations(probes: Probes, times: Sequence[Any]) -> Durations:
+    """Durations from the probes (StepTimes, None for a failed one): a lone run x
+    PROBE_FACTOR; a config probed as a cohort too gets its factor (cohort / members x lone)."""
+    lone: dict[str, float] = {}
+    cohorts: dict[str, float] = {}
+    for config, members, t in zip(probes.configs, probes.members, times):
+        if t is not None:
+            seconds = t.run_seconds(config)
+            (lone if members == 1 else cohorts)[cost_key(config)] = seconds / members
+    factors = {key: cohorts[key] / lone[key] for key in cohorts if key in lone}
+    return Durations({key: s * PROBE_FACTOR for key, s in lone.items()}, probes.labels, factors)

@@ -83,7 +83,8 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
             folder = RunFolder.create(todo.path, setup.to_config(), engine.state_dict(),
                                       engine.rows(), ROW_COLUMNS, session_info)
         display = Display(stream, log=folder.log_event, eta=Eta(slots=slots))
-        verdict_runs = verdict_left(setup, folder.path)
+        recorded = verdict_recorded(setup, folder.path)
+        verdict_runs = verdict_left(setup, folder.path, recorded)
         already_done = engine.finished and verdict_runs == 0
         session = SearchSession(engine, folder, display, base=setup.train,
                                 min_interval_s=1.0 if setup.planted else 0.0,
@@ -95,7 +96,7 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
                 display.info(note)
             if not setup.planted and not already_done:
                 display.eta = startup_lines(setup, engine, slots, probe_fn, display.info,
-                                            verdict_recorded(setup, folder.path))
+                                            recorded)
             with display:
                 if already_done:
                     display.info("the search had already finished")
@@ -123,21 +124,21 @@ def execute(todo: Plan, *, train_fn: Any = None, probe_fn: Any = None,
 
 
 # ---------------------------------------------------------------- the verdict phase
-def verdict_left(setup: SearchSetup, run: Path) -> int:
-    """The verdict's runs not recorded yet (all of them before its winners are named)."""
+def verdict_left(setup: SearchSetup, run: Path, recorded: set[str] | None = None) -> int:
+    """The verdict's runs not recorded yet (all of them before its winners are named);
+    ``recorded``: :func:`verdict_recorded`'s keys, if already loaded."""
     if not setup.verdict.enabled:
         return 0
-    from search.evaluation.folder import FINAL, load_records
-    from search.evaluation.verdict import VERDICT_DIR, read_names
+    from search.evaluation.verdict import read_names
 
     named = read_names(run)
     if named is None:
         return setup.verdict.runs
     if not named.winners:
         return 0  # nothing trained to name: no verdict (said at the time)
-    records = load_records(run / VERDICT_DIR)
+    recorded = verdict_recorded(setup, run) if recorded is None else recorded
     expected = (len(named.winners) + len(setup.verdict.references)) * len(named.seeds)
-    return max(0, expected - sum(r["status"] in FINAL for r in records.values()))
+    return max(0, expected - len(recorded))
 
 
 def verdict_recorded(setup: SearchSetup, run: Path) -> set[str]:
@@ -258,22 +259,28 @@ def startup_lines(setup: SearchSetup, engine: Any, slots: int, probe_fn: Any,
                      f"{', '.join(v.references)} on {v.seeds} held-out seeds: {v.runs} runs")
     for line in lines:
         emit(line)
-    configs, references = probe_configs(setup, engine)
+    probes = probe_configs(setup, engine)
     # a longer probe where runs are long (~100 updates, not ~50: 3-second probes of the
     # cpu preset differed by up to 1.3x from one start-up to the next)
-    times, how = probe_runs(configs, setup.dispatch, probe_fn=probe_fn, slots=slots,
-                            details=False, seconds=6.0 if t.num_train_steps >= 10_000 else 3.0)
-    durations = probed_durations(configs, times, references)
+    times, how = probe_runs(probes.configs, setup.dispatch, probe_fn=probe_fn, slots=slots,
+                            details=False, members=probes.members,
+                            seconds=6.0 if t.num_train_steps >= 10_000 else 3.0)
+    durations = probed_durations(probes, times)
     forecast = Forecast(lambda: SearchPlan(engine, setup, verdict_done_keys), durations, slots,
                         size=setup.dispatch.members_per_trial, plays=PLAYS if e.rungs else 1)
-    cands = [durations.lone(c) for c, t in zip(configs, times)
-             if t is not None and cost_key(c) not in references]
+    lone = [c for c, m, t in zip(probes.configs, probes.members, times) if t is not None and m == 1]
+    cands = [durations.lone(c) for c in lone if cost_key(c) not in probes.labels]
     parts = []
     if cands:
-        parts.append(f"a first-generation run {clock(min(cands))}" + (
+        parts.append(f"first-generation genomes {clock(min(cands))}" + (
             f"-{clock(max(cands))}" if len(cands) > 1 else "") + f" ({len(cands)} genomes)")
-    parts += [f"{references[cost_key(c)]} {clock(durations.lone(c))}"
-              for c, t in zip(configs, times) if t is not None and cost_key(c) in references]
+    for c in lone:
+        key = cost_key(c)
+        if key in probes.labels:
+            parts.append(f"{probes.labels[key]} {clock(durations.lone(c))}")
+            if key in durations.factors:
+                k = max(probes.members)
+                parts[-1] += f" ({k} seeds as one: {clock(durations.lone(c) * k * durations.factor(c, k))})"
     plays = forecast.outlook()
     if not plays:
         why = f" ({forecast.error})" if forecast.error else ""
@@ -282,11 +289,13 @@ def startup_lines(setup: SearchSetup, engine: Any, slots: int, probe_fn: Any,
     total = sorted(p.seconds for p in plays)
     median = forecast.seconds_left()
     text = f"about {clock(median)}"
+    spread = (lambda v: f" ({clock(v[0])} to {clock(v[-1])})" if v[-1] - v[0] >= 60 else "")
     if "verdict" in plays[0].marks:
-        selection = sorted(p.marks["verdict"] for p in plays)[len(plays) // 2]
-        text = (f"selection about {clock(selection)}, verdict about {clock(median - selection)}: "
-                f"{text} in all")
-    if total[-1] - total[0] >= 60:
-        text += f" ({clock(total[0])} to {clock(total[-1])}, by which candidates stop at rungs)"
-    emit(f"{how}: {'; '.join(parts)} a full run -> {text}")
+        selections = sorted(p.marks["verdict"] for p in plays)
+        selection = selections[len(plays) // 2]
+        text = (f"selection about {clock(selection)}{spread(selections)}, verdict about "
+                f"{clock(median - selection)}: {text} in all")
+    if spread(total):
+        text += f"{spread(total)[:-1]}, by which candidates stop at rungs)"
+    emit(f"{how}, a run: {'; '.join(parts)} -> {text}")
     return forecast

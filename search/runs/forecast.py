@@ -45,17 +45,24 @@ def cost_key(config: TrainConfig) -> str:
 class Durations:
     """Seconds a lone trial of a config takes on a slot beside the others: measured (its
     config's trials that finished in this session), else probed, else, for a genome not
-    met yet, the mean of the known configs that are not ``references``."""
+    met yet, the mean of the known configs that are not ``references``. A cohort of K
+    members takes K lone runs x the config's ``factors`` entry (probed), else COHORT_FACTOR."""
 
     def __init__(self, probed: dict[str, float] | None = None,
-                 references: Iterable[str] = ()) -> None:
+                 references: Iterable[str] = (),
+                 factors: dict[str, float] | None = None) -> None:
         self.probed = dict(probed or {})
         self.references = set(references)
+        self.factors = dict(factors or {})
         self.measured: dict[str, list[float]] = {}
+
+    def factor(self, config: TrainConfig, members: int) -> float:
+        """A cohort of ``members`` takes that many lone runs x this."""
+        return self.factors.get(cost_key(config), COHORT_FACTOR) if members > 1 else 1.0
 
     def note(self, job: Job, wall_s: float, steps: int | None = None) -> None:
         """``job`` (a member of a trial of ``job.together``) took ``wall_s`` to ``steps``."""
-        lone = wall_s / (job.together * COHORT_FACTOR) if job.together > 1 else wall_s
+        lone = wall_s / (job.together * self.factor(job.config, job.together))
         top = job.config.num_train_steps
         if steps and 0 < steps < top:   # stopped at a rung: as if it had gone on
             lone *= top / steps
@@ -80,7 +87,7 @@ class Durations:
         lone = self.lone(jobs[0].config)
         if lone is None:
             return None
-        return lone * (len(jobs) * COHORT_FACTOR if len(jobs) > 1 else 1.0)
+        return lone * len(jobs) * self.factor(jobs[0].config, len(jobs))
 
 
 class Source(Protocol):
@@ -94,11 +101,12 @@ class Source(Protocol):
 
 
 class ListSource:
-    """Fixed jobs, handed out in order (an evaluation's queue, a verdict's runs)."""
+    """Fixed jobs, handed out in order (an evaluation's queue, a verdict's runs; the
+    evaluation's :class:`~search.evaluation.session.EvalSession` records on top of it)."""
 
     def __init__(self, jobs: Iterable[Job]) -> None:
         self._queue = list(jobs)
-        self._live: set[str] = set()
+        self._live: dict[str, Job] = {}     # handed out, not recorded yet
 
     @property
     def finished(self) -> bool:
@@ -108,14 +116,14 @@ class ListSource:
         if not self._queue:
             return None
         job = self._queue.pop(0)
-        self._live.add(job.key)
+        self._live[job.key] = job
         return job
 
     def started(self, job: Job) -> None:
         pass
 
     def record(self, job: Job, outcome: Outcome) -> None:
-        self._live.discard(job.key)
+        self._live.pop(job.key, None)
 
     def retrying(self, job: Job, attempt: int, error: str) -> None:
         pass

@@ -17,17 +17,18 @@ from rl.config import TrainConfig
 from rl.probe import StepTimes
 from search.runs.config import DispatchConfig
 
-ProbeFn = Callable[[TrainConfig], StepTimes]   # tests: a fake in the driver
+ProbeFn = Callable[[TrainConfig, int], StepTimes]   # (config, members); tests: a fake in the driver
 MAX_AT_ONCE = 16   # a node's worth of trials: the load that slows a run is its node's
 
 
-def _probe_task(config: dict, threads: int, use_gpu: bool, seconds: float) -> dict:
+def _probe_task(config: dict, threads: int, use_gpu: bool, seconds: float,
+                members: int) -> dict:
     from rl.probe import probe
 
     train = TrainConfig.from_dict(config)
     if not use_gpu and train.device == "auto":
         train = train.replace(device="cpu")
-    return dataclasses.asdict(probe(train, seconds=seconds, threads=threads))
+    return dataclasses.asdict(probe(train, seconds=seconds, threads=threads, members=members))
 
 
 def mean_times(times: Sequence[StepTimes]) -> StepTimes:
@@ -39,15 +40,20 @@ def mean_times(times: Sequence[StepTimes]) -> StepTimes:
 
 def probe_runs(configs: Sequence[TrainConfig], dispatch: DispatchConfig, *,
                seconds: float = 3.0, probe_fn: ProbeFn | None = None,
-               timeout_s: float = 600.0, slots: int = 1,
-               details: bool = True) -> tuple[list[StepTimes | None], str]:
+               timeout_s: float = 600.0, slots: int = 1, details: bool = True,
+               members: Sequence[int] | None = None) -> tuple[list[StepTimes | None], str]:
     """The step times of each config (:meth:`StepTimes.run_seconds` turns them into a
     run's seconds, also for the same loss on another task), and a line saying how they
     were measured; a probe that fails gives None (the ETA then waits for finished runs).
     ``slots``: the trials that will run at once; that many probes run at once, each
-    config timed by ``slots // len(configs)`` of them (at least one; 16 probes at most)."""
+    config timed by ``slots // len(configs)`` of them (at least one; 16 probes at most).
+    ``members[i]`` > 1: config i is timed as a cohort of that many seeds (the times are the
+    cohort's, see :func:`rl.probe.probe`)."""
+    members = list(members) if members is not None else [1] * len(configs)
+    if len(members) != len(configs):
+        raise ValueError(f"probe_runs: {len(members)} member counts for {len(configs)} configs")
     if probe_fn is not None:
-        times = [probe_fn(c) for c in configs]
+        times = [probe_fn(c, m) for c, m in zip(configs, members)]
         if not times:
             return times, "probe: nothing to probe"
         return times, f"probe (given): {times[0].describe()}" if details else "probe (given)"
@@ -56,8 +62,8 @@ def probe_runs(configs: Sequence[TrainConfig], dispatch: DispatchConfig, *,
     copies = max(1, min(slots, MAX_AT_ONCE) // max(1, len(configs)))
     task = ray.remote(_probe_task).options(num_cpus=dispatch.cpus_per_trial,
                                            num_gpus=dispatch.gpus_per_trial, max_retries=0)
-    refs = [[task.remote(c.to_dict(), dispatch.threads, dispatch.gpus_per_trial > 0, seconds)
-             for _ in range(copies)] for c in configs]
+    refs = [[task.remote(c.to_dict(), dispatch.threads, dispatch.gpus_per_trial > 0, seconds, m)
+             for _ in range(copies)] for c, m in zip(configs, members)]
     out: list[StepTimes | None] = []
     texts: list[str] = []
     for group in refs:
