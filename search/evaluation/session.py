@@ -7,6 +7,7 @@ from pathlib import Path
 from search.evaluation.folder import FINAL, load_records, make_record, write_record, write_run_files
 from search.evaluation.plan import Plan, RunSpec
 from search.runs.display import Display, Snapshot
+from search.runs.forecast import ListSource
 from search.runs.jobs import Job, Outcome, short_worker
 
 
@@ -23,7 +24,7 @@ def run_job(spec: RunSpec) -> Job:
     return Job(spec.key, spec.config, keep_files=True)
 
 
-class EvalSession:
+class EvalSession(ListSource):
     """Every run of ``plan`` that ``run_dir`` does not hold as done or diverged; with
     ``seeds_together`` (cohort trials) handed out loss by loss and task by task, the seeds
     of each in a row, in the plan's loss order but the losses with an auxiliary or CURL term
@@ -37,26 +38,15 @@ class EvalSession:
         self.todo: list[RunSpec] = [r for r in plan.runs
                                     if self.records.get(r.key, {}).get("status") not in FINAL]
         self.recorded_before = len(plan.runs) - len(self.todo)
-        self._queue = handout_order(plan, self.todo, seeds_together)
-        self._live: dict[str, RunSpec] = {}
+        self._specs = {r.key: r for r in self.todo}
+        super().__init__(map(run_job, handout_order(plan, self.todo, seeds_together)))
         self._started: set[str] = set()
 
     # ------------------------------------------------------------ JobSource
-    @property
-    def finished(self) -> bool:
-        return not self._queue and not self._live
-
-    def next_job(self) -> Job | None:
-        if not self._queue:
-            return None
-        spec = self._queue.pop(0)
-        self._live[spec.key] = spec
-        return run_job(spec)
-
     def left(self) -> list[Job]:
         """The runs not started yet, in order (taken and held for a cohort, then queued)."""
-        held = [run_job(s) for k, s in self._live.items() if k not in self._started]
-        return held + [run_job(s) for s in self._queue]
+        held = [job for key, job in self._live.items() if key not in self._started]
+        return held + list(self._queue)
 
     def started(self, job: Job) -> None:
         self._started.add(job.key)
@@ -65,7 +55,8 @@ class EvalSession:
 
     def record(self, job: Job, outcome: Outcome) -> None:
         """Run files first, then the record (what makes the run count as done)."""
-        spec = self._live.pop(job.key)
+        spec = self._specs[job.key]
+        super().record(job, outcome)
         self._started.discard(job.key)
         if outcome.files:
             write_run_files(self.run_dir, spec.key, dict(outcome.files))
@@ -83,9 +74,6 @@ class EvalSession:
         self.display.update(self.snapshot(), event, important=record["status"] != "done",
                             settle_s=0.5)
 
-    def at_checkpoint(self, job: Job, env_step: int, aulc: float) -> bool:
-        return True  # evaluation runs are never stopped (and report no rungs)
-
     def retrying(self, job: Job, attempt: int, error: str) -> None:
         self.display.update(self.snapshot(), f"retrying {job.key} (attempt {attempt}): {error}",
                             important=True)
@@ -94,7 +82,7 @@ class EvalSession:
     def snapshot(self) -> Snapshot:
         """Runs settled: recorded as done or diverged, or as error in this session (an error
         of an earlier session is run again, so it is not settled yet)."""
-        pending = {r.key for r in self._queue} | set(self._live)
+        pending = {job.key for job in self._queue} | set(self._live)
         statuses = [self.records[r.key]["status"] for r in self.plan.runs
                     if r.key in self.records and r.key not in pending]
         failed = sum(s != "done" for s in statuses)

@@ -115,8 +115,9 @@ class Engine:
         return len(self._in_flight) - len(self._requeue)
 
     def jobs_left(self) -> int:
-        """Trials not handed out yet, by the budget: the ETA's count (those in flight when
-        the engine was restored are handed out again, so they count too). The finalist seeds
+        """Trials not handed out yet, by the budget (the simple Eta's count and the resume
+        note's; the forecast plays the engine itself; those in flight when the engine was
+        restored are handed out again, so they count too). The finalist seeds
         of genomes not yet trained are estimated: every first-generation genome reaches the
         top, a later one with chance (1/reduction)^rungs; so are those of the candidates in
         flight."""

@@ -23,7 +23,7 @@ class Snapshot:
     total: int
     running: int                  # jobs out on the cluster now
     failed: int
-    jobs_left: int                # jobs not yet started (the ETA counts these)
+    jobs_left: int                # jobs not yet started (0 with none running: "eta 0:00:00")
     noun: str = "runs"            # what ``total`` counts: "candidates", "runs"
     extra: tuple[str, ...] = ()   # e.g. "rejected 3", "best 12.5 (k1 ...)"
 

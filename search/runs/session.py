@@ -28,8 +28,8 @@ def trial_job(trial: Trial, base: TrainConfig, rungs: tuple[int, ...]) -> Job:
 
 
 def engine_snapshot(engine: Engine, jobs_after: int = 0, started: int | None = None) -> Snapshot:
-    """The status of the search; ``jobs_after``: runs of a later phase (the verdict) that
-    the ETA counts too; ``started``: the trials out on the cluster (by default all the
+    """The status of the search; ``jobs_after``: runs of a later phase (the verdict), so
+    that jobs_left is 0 only when nothing is left; ``started``: the trials out on the cluster (by default all the
     engine handed out; a trial held back to be joined into a cohort counts as to come)."""
     rows = engine.rows()
     statuses = [row["status"] for row in rows]
@@ -53,7 +53,7 @@ class SearchSession:
     snapshots (each O(population)). 0 for training, where every result is saved as it
     comes; the planted driver, which tells thousands of results a second, uses a second
     (a kill then loses at most that second of cheap evaluations) and ends with
-    :meth:`flush`. ``jobs_after``: the verdict's runs still to train, for the ETA.
+    :meth:`flush`. ``jobs_after``: the verdict's runs still to train (see engine_snapshot).
     """
 
     def __init__(self, engine: Engine, folder: RunFolder, display: Display,
