@@ -204,3 +204,19 @@ def test_a_search_plays_draw_results_on_the_scale_of_the_real_ones():
     assert plan.draw(job, setup.engine.rungs[0], rng) == 40.0                 # recorded there
     assert plan.draw(job, setup.train.num_train_steps, rng) == 150.0          # trained to the top
     assert plan.draw(job, setup.engine.rungs[1], rng) != 40.0                 # nothing yet: N(0, 1)
+
+
+def test_a_search_play_asks_the_rungs_of_a_candidate_running_at_the_capture():
+    """A candidate out when the forecast captures still passes its rungs in the play: the
+    copy's phases ask its engine, though the copy never handed that job out."""
+    from search.runs.session import trial_job
+
+    setup = build_setup("smoke")
+    engine = Engine(setup.engine)
+    probes = probe_configs(setup, engine)
+    d = Durations({cost_key(c): 100.0 for c in probes.configs}, probes.labels)
+    job = trial_job(engine.ask(), setup.train, setup.engine.rungs)
+    assert job.rungs   # rungs still ahead of it: the play asks at each
+    forecast = Forecast(lambda: SearchPlan(engine, setup), d, 2, size=5, now=lambda: 0.0)
+    forecast.started(job.key, 1, job)
+    assert forecast.seconds_left() is not None and forecast.error is None

@@ -65,6 +65,7 @@ def test_smoke_preset_runs_every_phase_on_ray_workers(tmp_path):
     for noise in ("Trial status", "View detailed results", "╭", "(raylet)", "INFO"):
         assert noise not in done.stdout + done.stderr
     assert "candidates 5/5" in done.stdout and "runs 4/4" in done.stdout and "done:" in done.stdout
+    assert "eta ?" not in done.stdout   # every status line has an estimate
     # what it starts, and an estimate from a probe on a worker, before the first result
     first_result = done.stdout.index("candidates 0/5")
     assert 0 <= done.stdout.index("selection: 5 genomes; the first 2 train to the top") < first_result
@@ -228,6 +229,24 @@ def test_display_plain_lines_off_a_terminal():
     assert lines == ["[0:01:00] candidates 1/4 | running 0 | failed 0 | rejected 2 | best 12.5 "
                      "(k1 s10/a1/r0 > s01/a0/r0 mse) | eta 0:03:00 | abc: fitness 12.5"]
     assert "\r" not in out.getvalue() and log == ["abc: fitness 12.5"]
+
+
+def test_an_eta_without_estimate_logs_why_once():
+    class Broken:   # a forecast whose plays failed
+        error = "KeyError: 'abc'"
+
+        def seconds_left(self, jobs_left):
+            return None
+
+    out, log = io.StringIO(), []
+    display = Display(out, tty=False, log=log.append, now=Clock(), eta=Broken())
+    for event in ("a: fitness 1", "b: fitness 2"):
+        display.update(Snapshot(0, 4, 1, 0, 3), event)
+    assert out.getvalue().count("eta ?") == 2
+    assert log == ["eta: no estimate (KeyError: 'abc')", "a: fitness 1", "b: fitness 2"]
+    display.eta.error = "ValueError: x"
+    display.update(Snapshot(0, 4, 1, 0, 3), "c: fitness 3")
+    assert log[-2:] == ["eta: no estimate (ValueError: x)", "c: fitness 3"]
 
 
 def test_display_redraws_one_line_on_a_terminal():

@@ -94,13 +94,25 @@ class Display:
         self._drawn = False
         self._pending: str | None = None      # a settling event line (plain output)
         self._timer: threading.Timer | None = None
+        self._eta_error: str | None = None    # the forecast error logged last
 
     # ------------------------------------------------------------- text
     def eta_text(self, snap: Snapshot) -> str:
         if snap.jobs_left == 0 and snap.running == 0:
             return "eta 0:00:00"
         left = self.eta.seconds_left(snap.jobs_left)
-        return "eta ?" if left is None else f"eta {clock(left)}"
+        if left is None:
+            self._why_no_eta()
+            return "eta ?"
+        return f"eta {clock(left)}"
+
+    def _why_no_eta(self) -> None:
+        """Log why a forecast gave no estimate (its ``error``), once per distinct reason."""
+        error = getattr(self.eta, "error", None)
+        if error and error != self._eta_error:
+            self._eta_error = error
+            if self.log:
+                self.log(f"eta: no estimate ({error})")
 
     def status_line(self, snap: Snapshot) -> str:
         parts = [f"[{clock(self.now() - self.start)}] {snap.noun} {snap.finished}/{snap.total}",
