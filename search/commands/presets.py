@@ -50,15 +50,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     ),
     Preset(
         # The paper's vector search task, where losses differ (A2-winner 410 vs SAC 151 at
-        # 100k, 3 seeds; SPEC section 4b). Sized from measured speed (a 100k run took 7:43-
-        # 12:40 here, 2 at once, ~25k updates of 12-28 ms) for everything, verdict included,
+        # 100k, 3 seeds; SPEC section 4b). Sized from measured speed (a 100k run took 3:41-
+        # 12:40 here, 2 at once, by host and genome) for everything, verdict included,
         # to end in about two hours on a 2-core laptop: 5 genomes in two full generations
         # (3, then 2 children of the best; a sixth would train alone behind the generation
         # barrier, a slot idle), the first 3 with 3 seeds, then a 5-seed verdict of the
         # winner and 3 references, the seeds of each loss as one batched model (split over
-        # free slots when nothing else waits). Measured: selection 1:03, the whole run in
-        # bench/RESULTS.md ("The cpu preset with the forecast ETA"); the start-up line
-        # forecasts it from probes.
+        # free slots when nothing else waits). Measured end to end: 1:04 on one host; on a
+        # slower one selection 1:03 and verdict 1:08 (bench/RESULTS.md); the start-up line forecasts it from probes.
         "cpu",
         "the paper's vector Cheetah-Run search on a laptop: early stopping at rungs, seeds for "
         "finalists, a held-out verdict against SAC, state SAC and A2-winner",
