@@ -10,6 +10,7 @@ from search.commands.presets import build_setup
 from search.evolution.engine import Engine
 from search.runs.forecast import COHORT_FACTOR, Durations, Forecast, cost_key, play
 from search.runs.jobs import Job
+from search.runs.session import trial_job
 
 BASE = TrainConfig(domain_name="cartpole_swingup", num_train_steps=1000)
 
@@ -209,8 +210,6 @@ def test_a_search_plays_draw_results_on_the_scale_of_the_real_ones():
 def test_a_search_play_asks_the_rungs_of_a_candidate_running_at_the_capture():
     """A candidate out when the forecast captures still passes its rungs in the play: the
     copy's phases ask its engine, though the copy never handed that job out."""
-    from search.runs.session import trial_job
-
     setup = build_setup("smoke")
     engine = Engine(setup.engine)
     probes = probe_configs(setup, engine)

@@ -56,8 +56,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
         # (3, then 2 children of the best; a sixth would train alone behind the generation
         # barrier, a slot idle), the first 3 with 3 seeds, then a 5-seed verdict of the
         # winner and 3 references, the seeds of each loss as one batched model (split over
-        # free slots when nothing else waits). Measured end to end: 1:04 on one host; on a
-        # slower one selection 1:03 and verdict 1:08 (bench/RESULTS.md); the start-up line forecasts it from probes.
+        # free slots when nothing else waits). Measured: 1:04 end to end on one host;
+        # selection 1:03 and verdict 1:08 on a slower one (bench/RESULTS.md); the start-up
+        # line forecasts it from probes.
         "cpu",
         "the paper's vector Cheetah-Run search on a laptop: early stopping at rungs, seeds for "
         "finalists, a held-out verdict against SAC, state SAC and A2-winner",

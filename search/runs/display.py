@@ -42,6 +42,8 @@ class Eta:
     included; a job of a cohort of n takes 1/n of its slot, ``together``), or, before any
     has finished, at ``run_s`` (a probe's estimate), over ``slots`` jobs at a time."""
 
+    error: str | None = None   # why seconds_left gave None, where known (a Forecast's failed plays)
+
     def __init__(self, run_s: float | None = None, slots: int = 1,
                  now: Callable[[], float] = time.monotonic) -> None:
         self.run_s, self.slots, self.now = run_s, max(1, slots), now
@@ -108,7 +110,7 @@ class Display:
 
     def _why_no_eta(self) -> None:
         """Log why a forecast gave no estimate (its ``error``), once per distinct reason."""
-        error = getattr(self.eta, "error", None)
+        error = self.eta.error
         if error and error != self._eta_error:
             self._eta_error = error
             if self.log:

@@ -278,6 +278,7 @@ class Forecast:
                 plan, running, at = self._state
                 try:
                     self._result = (at, self._plays(plan, running, at))
+                    self.error = None
                 except Exception as err:  # noqa: BLE001 (an estimate must never stop a run)
                     self.error = f"{type(err).__name__}: {err}"
                     self._result = (at, [])

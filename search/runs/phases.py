@@ -43,20 +43,16 @@ class Phases:
             self._owner[job.key] = source
         return job
 
-    def _source(self, job: Job, pop: bool = False) -> Any:
-        # a job it did not hand out (one a forecast's play found running) is the first phase's
-        if pop:
-            return self._owner.pop(job.key, self._first)
-        return self._owner.get(job.key, self._first)
-
     def started(self, job: Job) -> None:
-        self._source(job).started(job)
+        self._owner[job.key].started(job)
 
+    # A job it did not hand out (one a forecast's play found running, search/runs/forecast.py)
+    # is the first phase's: a play passes its rungs and records its end.
     def record(self, job: Job, outcome: Outcome) -> None:
-        self._source(job, pop=True).record(job, outcome)
+        self._owner.pop(job.key, self._first).record(job, outcome)
 
     def retrying(self, job: Job, attempt: int, error: str) -> None:
-        self._source(job).retrying(job, attempt, error)
+        self._owner[job.key].retrying(job, attempt, error)
 
     def at_checkpoint(self, job: Job, env_step: int, aulc: float) -> bool:
-        return self._source(job).at_checkpoint(job, env_step, aulc)
+        return self._owner.get(job.key, self._first).at_checkpoint(job, env_step, aulc)
